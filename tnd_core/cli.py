@@ -1,0 +1,95 @@
+"""`tnd`: build the embedded bundle, train with TnD, train reward models, inspect configs.
+
+Runs the same under `accelerate launch -m tnd_core.cli train ...` (or `accelerate launch $(which tnd) train ...`):
+the trainer takes devices, precision and processes from accelerate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from tnd_core.config import CustomPPOConfig, add_config_arguments, config_from_arguments, json_schema
+from tnd_core.errors import TndError
+
+
+def _resolved_config(args: argparse.Namespace) -> CustomPPOConfig:
+    base = CustomPPOConfig.load(args.config) if args.config else None
+    return config_from_arguments(args, base)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from tnd_core.pipeline import run_training
+
+    config = _resolved_config(args)
+    run_training(config)
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    if args.schema:
+        print(json.dumps(json_schema(), indent=2))
+    else:
+        print(_resolved_config(args).to_yaml(), end="")
+    return 0
+
+
+def _cmd_bundle(args: argparse.Namespace) -> int:
+    from tnd_core.data.bundle import build_bundle
+
+    paths = build_bundle(size=args.size, cache_dir=args.cache_dir, force=args.force)
+    print(f"bundle ready at {paths.root}")
+    return 0
+
+
+def _cmd_reward(args: argparse.Namespace) -> int:
+    from tnd_core.trainers.reward_trainer.reward import run_reward_cli
+
+    return run_reward_cli(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `tnd` argument parser; training flags are generated from CustomPPOConfig's metadata."""
+    parser = argparse.ArgumentParser(prog="tnd", description="TnD Studio: PPO with teacher-student distillation.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="Train a student (PPO + distillation) from a config file and/or flags.")
+    train.add_argument("--config", help="YAML or JSON config file; flags given on the command line override it.")
+    add_config_arguments(train)
+    train.set_defaults(func=_cmd_train)
+
+    config = sub.add_parser("config", help="Print the resolved config as YAML, or the config file's JSON schema.")
+    config.add_argument("--config", help="YAML or JSON config file to start from.")
+    config.add_argument("--schema", action="store_true", help="Print the JSON schema of config files.")
+    add_config_arguments(config)
+    config.set_defaults(func=_cmd_config)
+
+    bundle = sub.add_parser("bundle", help="Build the embedded baby-language bundle (teacher, reward models, data).")
+    bundle.add_argument("--size", default="default", choices=("tiny", "default"), help="tiny: seconds, for tests; default: the product bundle.")
+    bundle.add_argument("--cache_dir", default=None, help="Where to build it (default: $TND_CACHE_DIR or ~/.cache/tnd_studio).")
+    bundle.add_argument("--force", action="store_true", help="Rebuild even if a current bundle exists.")
+    bundle.set_defaults(func=_cmd_bundle)
+
+    from tnd_core.trainers.reward_trainer.reward import add_reward_arguments
+
+    reward = sub.add_parser("reward", help="Train a reward model (pairwise or pointwise).")
+    add_reward_arguments(reward)
+    reward.set_defaults(func=_cmd_reward)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `tnd` console script."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except TndError as exc:
+        print(f"tnd {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""PPO with teacher-student distillation: the trainer and its small math modules."""
