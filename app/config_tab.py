@@ -1,0 +1,152 @@
+"""Config tab: every trainer option in accordions, a live check, presets and the equivalent CLI commands."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from tnd_core.config import GROUPS, CustomPPOConfig
+from tnd_core.errors import ConfigError, TndError
+
+from app.context import AppContext
+from app.forms import Form, control_updates, errors_markdown
+
+TAB_GROUPS = ("ppo", "optimizer", "scheduler", "early_stopping", "score", "distillation", "tnd", "generation", "run")
+CONFIG_FILE = "tnd_config.yaml"
+PRESET_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def reproduce_commands(config_file: str = CONFIG_FILE) -> str:
+    """Shell commands that run the same training outside the app."""
+    return (
+        f"# save the config above as {config_file} (or use the Download button), then:\n"
+        f"tnd train --config {config_file}\n"
+        f"# the same on every GPU of the machine, through accelerate:\n"
+        f"accelerate launch -m tnd_core.cli train --config {config_file}\n"
+    )
+
+
+def presets_dir() -> Path:
+    root = Path(os.environ.get("TND_CACHE_DIR") or Path.home() / ".cache" / "tnd_studio")
+    return root / "presets"
+
+
+def list_presets() -> list[str]:
+    """Names of the saved presets, sorted."""
+    folder = presets_dir()
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def save_preset(name: str, config: CustomPPOConfig) -> Path:
+    """Write `config` as the preset `name` (letters, digits, '_', '-', '.')."""
+    name = (name or "").strip()
+    if not PRESET_NAME.match(name):
+        raise ConfigError("preset name", name, "1-64 letters, digits, '_', '-' or '.'")
+    folder = presets_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yaml"
+    config.save(path)
+    return path
+
+
+def load_preset(name: str) -> CustomPPOConfig:
+    """Read the preset `name`."""
+    if not name or name not in list_presets():
+        raise ConfigError("preset", name, f"one of: {', '.join(list_presets()) or 'no presets saved yet'}")
+    return CustomPPOConfig.load(presets_dir() / f"{name}.yaml")
+
+
+def write_config_file(config: CustomPPOConfig) -> str:
+    """The config as a fresh YAML file to download."""
+    path = Path(tempfile.mkdtemp(prefix="tnd-config-")) / CONFIG_FILE
+    config.save(path)
+    return str(path)
+
+
+def build(ctx: AppContext, form: Form, config: CustomPPOConfig, saved_values: gr.BrowserState) -> gr.Markdown:
+    """Create the option accordions and wire checking, presets and downloads; returns the check summary."""
+    gr.Markdown("Every option of the trainer. Problems show under the field and in the summary before a run can start.")
+    summary = gr.Markdown("Config OK.", elem_id="config-check")
+    with gr.Row():
+        recommended = gr.Button("Bundle recommended", size="sm")
+        defaults = gr.Button("Library defaults", size="sm")
+        upload = gr.UploadButton("Load YAML/JSON…", file_types=[".yaml", ".yml", ".json"], size="sm")
+        download = gr.Button("Download config", size="sm", elem_id="download-config")
+    with gr.Row():
+        preset_name = gr.Textbox(label="Preset name", scale=2, max_lines=1)
+        save = gr.Button("Save preset", size="sm", scale=1)
+        preset_pick = gr.Dropdown(choices=list_presets(), label="Saved presets", scale=2, allow_custom_value=False)
+        load = gr.Button("Load preset", size="sm", scale=1)
+    preset_status = gr.Markdown("")
+    config_file = gr.File(label="Config file", visible=True, interactive=False)
+    for group in TAB_GROUPS:
+        with gr.Accordion(GROUPS[group], open=group == "ppo"):
+            form.add_group(group, config)
+    with gr.Accordion("Reproduce outside the app", open=True):
+        yaml_box = gr.Code(config.to_yaml(), language="yaml", label=CONFIG_FILE, interactive=False)
+        gr.Code(reproduce_commands(), language="shell", label="Commands", interactive=False)
+
+    def check(*values: Any) -> list[Any]:
+        cfg, errors = form.read(values)
+        yaml_text = cfg.to_yaml() if cfg else "# fix the problems listed above first\n"
+        saved = dict(zip(form.names, values))
+        return [errors_markdown(errors), yaml_text, saved, *control_updates(form.names, errors)]
+
+    gr.on(
+        [c.change for c in form.components],
+        check,
+        inputs=form.components,
+        outputs=[summary, yaml_box, saved_values, *form.components],
+        trigger_mode="always_last",
+        show_progress="hidden",
+        queue=False,
+    )
+
+    def fill(cfg: CustomPPOConfig, message: str) -> list[Any]:
+        return [message, *form.fill(cfg)]
+
+    recommended.click(lambda: fill(ctx.initial_config(), "Loaded the bundle's recommended values." if ctx.bundle.ready else "The bundle is not ready yet: loaded the library defaults."), outputs=[preset_status, *form.components])
+    defaults.click(lambda: fill(CustomPPOConfig(), "Loaded the library defaults."), outputs=[preset_status, *form.components])
+
+    def on_upload(file: Any) -> list[Any]:
+        try:
+            cfg = CustomPPOConfig.load(file if isinstance(file, str) else file.name)
+        except TndError as exc:
+            return [f"❌ {exc}", *[gr.skip()] * len(form.components)]
+        return fill(cfg, f"Loaded {Path(str(file)).name}.")
+
+    upload.upload(on_upload, inputs=upload, outputs=[preset_status, *form.components])
+
+    def on_download(*values: Any) -> tuple[str, Any]:
+        cfg, errors = form.read(values)
+        if cfg is None:
+            return f"❌ Fix the config first:\n{errors_markdown(errors)}", None
+        return f"Config written to {CONFIG_FILE}.", write_config_file(cfg)
+
+    download.click(on_download, inputs=form.components, outputs=[preset_status, config_file])
+
+    def on_save(name: str, *values: Any) -> tuple[str, Any]:
+        cfg, errors = form.read(values)
+        if cfg is None:
+            return f"❌ Fix the config first:\n{errors_markdown(errors)}", gr.skip()
+        try:
+            path = save_preset(name, cfg)
+        except TndError as exc:
+            return f"❌ {exc}", gr.skip()
+        return f"Saved preset **{name.strip()}** ({path}).", gr.update(choices=list_presets(), value=name.strip())
+
+    save.click(on_save, inputs=[preset_name, *form.components], outputs=[preset_status, preset_pick])
+
+    def on_load(name: str) -> list[Any]:
+        try:
+            return fill(load_preset(name), f"Loaded preset **{name}**.")
+        except TndError as exc:
+            return [f"❌ {exc}", *[gr.skip()] * len(form.components)]
+
+    load.click(on_load, inputs=preset_pick, outputs=[preset_status, *form.components])
+    return summary

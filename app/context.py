@@ -1,0 +1,142 @@
+"""Server-side objects every tab shares: the embedded bundle's preparation, loaded models, the runner.
+
+One `AppContext` per app process. The bundle is prepared once in a background thread at start-up
+(it builds in minutes on first use), with a progress line the UI polls, so nothing looks frozen and
+no two threads ever build it at the same time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tnd_core.config import CustomPPOConfig
+from tnd_core.errors import ConfigError, TndError
+
+from app.runner import Runner
+
+log = logging.getLogger(__name__)
+
+
+def device_name() -> str:
+    """Where the app puts models: the GPU when there is one, else the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def on_space() -> bool:
+    """True on a Hugging Face Space, where polling is slower to spare the shared proxy."""
+    return bool(os.environ.get("SPACE_ID"))
+
+
+def uses_bundle(config: CustomPPOConfig) -> bool:
+    sources = (config.teacher_name_or_path, config.student_name_or_path, config.reward_model_name_or_path, config.dataset_name_or_path)
+    return any(s == "bundle" or s.startswith("bundle:") for s in sources)
+
+
+class BundleManager:
+    """Prepares the embedded bundle once, in the background, and reports its progress."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.fraction = 0.0
+        self.message = "not started"
+        self.error: str | None = None
+        self.paths: Any = None
+
+    def start(self) -> None:
+        """Begin preparing the bundle unless that has already begun."""
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._build, name="tnd-bundle", daemon=True)
+            self._thread.start()
+
+    def _progress(self, fraction: float, message: str) -> None:
+        self.fraction, self.message = float(fraction), message
+
+    def _build(self) -> None:
+        self.message = "checking the embedded bundle"
+        try:
+            from tnd_core.data.bundle import ensure_bundle
+
+            self.paths = ensure_bundle(size=os.environ.get("TND_BUNDLE_SIZE") or None, progress=self._progress)
+            self.fraction, self.message = 1.0, f"ready at {self.paths.root}"
+        except Exception as exc:  # shown in the UI; the app keeps working with hub or local models
+            log.exception("bundle preparation failed")
+            self.error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, TndError) else str(exc)
+            self.message = "failed"
+        finally:
+            self._ready.set()
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set() and self.error is None
+
+    def status_line(self) -> str:
+        """One line for the UI: progress while building, the path when ready, the error if any."""
+        if self.error:
+            return f"Embedded bundle: failed: {self.error}"
+        if self.ready:
+            return f"Embedded bundle: {self.message}"
+        return f"Embedded bundle: preparing ({self.fraction:.0%}): {self.message}"
+
+    def wait(self, on_progress: Any = None, timeout_s: float | None = None) -> Any:
+        """Block until the bundle is ready (starting it if needed); raise TndError if it failed."""
+        self.start()
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while not self._ready.wait(1.0):
+            if on_progress is not None:
+                on_progress(self.status_line())
+            if deadline is not None and time.monotonic() > deadline:
+                raise TndError("The embedded bundle is still being prepared; try again in a minute.")
+        if self.error:
+            raise TndError(f"The embedded bundle could not be prepared: {self.error}")
+        return self.paths
+
+    def recommended_config(self) -> dict[str, Any]:
+        """The bundle's recommended option values (empty until it is ready)."""
+        if not self.ready or not getattr(self.paths, "config", None):
+            return {}
+        path = Path(self.paths.config)
+        if not path.is_file():
+            return {}
+        return CustomPPOConfig.load(path).to_dict()
+
+
+@dataclass
+class LoadedModels:
+    """Models loaded from the Models tab, used by Compare when no training run holds any."""
+
+    teacher: Any = None
+    student: Any = None
+    reward: Any = None
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class AppContext:
+    """What the tabs share in one app process."""
+
+    runner: Runner
+    bundle: BundleManager
+    models: LoadedModels = field(default_factory=LoadedModels)
+    models_lock: threading.Lock = field(default_factory=threading.Lock)
+    poll_s: float = 1.0
+
+    def initial_config(self) -> CustomPPOConfig:
+        """Defaults, overlaid with the bundle's recommended values when it is ready."""
+        values = CustomPPOConfig().to_dict()
+        try:
+            values.update(self.bundle.recommended_config())
+        except ConfigError as exc:
+            log.warning("ignoring the bundle's recommended config: %s", exc)
+        return CustomPPOConfig.from_dict(values)

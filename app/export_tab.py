@@ -1,0 +1,134 @@
+"""Export tab: the latest checkpoint as a zip, the metrics as CSV, the config as YAML, and push to the hub.
+
+The hub token is used for one call and never logged, stored or echoed back, even inside an error.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from tnd_core.errors import ConfigError, TndError
+
+from app.config_tab import write_config_file
+from app.context import AppContext
+from app.forms import Form, errors_markdown
+from app.runner import Snapshot
+
+REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _step_of(path: Path) -> int:
+    digits = re.findall(r"\d+", path.name)
+    return int(digits[-1]) if digits else -1
+
+
+def latest_checkpoint(snap: Snapshot, output_dir: str) -> Path:
+    """The run's last checkpoint, or the newest `checkpoint-*` folder under `output_dir`."""
+    if snap.checkpoint and Path(snap.checkpoint).is_dir():
+        return Path(snap.checkpoint)
+    root = Path(snap.config.output_dir if snap.config else output_dir)
+    found = sorted((p for p in root.glob("checkpoint-*") if p.is_dir()), key=_step_of)
+    if not found:
+        raise TndError(f"No checkpoint yet under {root}: train (or stop a run, which saves one) first.")
+    return found[-1]
+
+
+def zip_checkpoint(folder: Path) -> str:
+    """A zip of a checkpoint folder in a fresh temporary directory."""
+    target = Path(tempfile.mkdtemp(prefix="tnd-export-")) / folder.name
+    return shutil.make_archive(str(target), "zip", root_dir=folder)
+
+
+def metrics_frame(snap: Snapshot) -> pd.DataFrame:
+    """One row per logged step, one column per statistic."""
+    return pd.DataFrame({"step": snap.steps, **snap.stats})
+
+
+def write_metrics_csv(snap: Snapshot) -> str:
+    if not snap.steps:
+        raise TndError("No metrics yet: start a run first.")
+    path = Path(tempfile.mkdtemp(prefix="tnd-metrics-")) / "metrics.csv"
+    metrics_frame(snap).to_csv(path, index=False)
+    return str(path)
+
+
+def redact(text: str, secret: str) -> str:
+    """`text` with every occurrence of `secret` hidden."""
+    return text.replace(secret, "***") if secret else text
+
+
+def push_to_hub(folder: Path, repo_id: str, token: str, private: bool) -> str:
+    """Upload a checkpoint folder to a model repo; returns the repo URL. Errors never contain the token."""
+    if not REPO_ID.match(repo_id or ""):
+        raise ConfigError("repo_id", repo_id, "'user-or-org/name' (letters, digits, '_', '-', '.')")
+    if not token:
+        raise ConfigError("token", "", "a Hugging Face write token")
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    try:
+        url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model", commit_message="Upload TnD Studio checkpoint")
+    except Exception as exc:  # network, auth and offline errors become words, without the token
+        raise TndError(redact(f"Push to {repo_id} failed: {type(exc).__name__}: {exc}", token)) from None
+    return str(url)
+
+
+def build(ctx: AppContext, form: Form) -> None:
+    """Create the Export tab."""
+    gr.Markdown("Download what the run produced, or push the latest checkpoint to the Hugging Face hub.")
+    with gr.Row():
+        zip_button = gr.Button("Latest checkpoint (zip)", elem_id="export-zip")
+        csv_button = gr.Button("Metrics (CSV)", elem_id="export-csv")
+        yaml_button = gr.Button("Config (YAML)", elem_id="export-yaml")
+    files = gr.File(label="Download", interactive=False, elem_id="export-file")
+    message = gr.Markdown("", elem_id="export-message")
+    with gr.Accordion("Push to the hub", open=False):
+        repo_id = gr.Textbox(label="Repository id", placeholder="your-name/tnd-student", max_lines=1)
+        token = gr.Textbox(label="Write token (used once, never stored or shown)", type="password", max_lines=1)
+        private = gr.Checkbox(label="Private repository", value=True)
+        push = gr.Button("Push latest checkpoint")
+        push_message = gr.Markdown("")
+
+    output_dir = form.controls["output_dir"]
+
+    def on_zip(out_dir: str) -> tuple[Any, str]:
+        try:
+            folder = latest_checkpoint(ctx.runner.store.snapshot(), out_dir)
+            return zip_checkpoint(folder), f"Zipped `{folder}`."
+        except TndError as exc:
+            return None, f"❌ {exc}"
+
+    def on_csv() -> tuple[Any, str]:
+        try:
+            snap = ctx.runner.store.snapshot()
+            return write_metrics_csv(snap), f"{len(snap.steps)} logged steps."
+        except TndError as exc:
+            return None, f"❌ {exc}"
+
+    def on_yaml(*values: Any) -> tuple[Any, str]:
+        cfg, errors = form.read(values)
+        if cfg is None:
+            return None, f"❌ Fix the config first:\n{errors_markdown(errors)}"
+        return write_config_file(cfg), "Run it with `tnd train --config tnd_config.yaml`."
+
+    def on_push(repo: str, secret: str, is_private: bool, out_dir: str) -> tuple[str, str]:
+        try:
+            folder = latest_checkpoint(ctx.runner.store.snapshot(), out_dir)
+            url = push_to_hub(folder, (repo or "").strip(), (secret or "").strip(), is_private)
+        except TndError as exc:
+            return f"❌ {redact(str(exc), (secret or '').strip())}", ""
+        return f"✅ Pushed `{folder.name}` to {url}", ""
+
+    zip_button.click(on_zip, inputs=output_dir, outputs=[files, message])
+    csv_button.click(on_csv, outputs=[files, message])
+    yaml_button.click(on_yaml, inputs=form.components, outputs=[files, message])
+    # the token box is cleared after each push so the secret does not linger in the page
+    push.click(on_push, inputs=[repo_id, token, private, output_dir], outputs=[push_message, token], api_visibility="private")

@@ -1,0 +1,164 @@
+"""Plotly figures of a run: reward, KL against its target band, losses, policy health, evaluation.
+
+Histories are decimated to about `MAX_POINTS` points (min/max per bucket, so spikes stay visible)
+and every figure carries a fixed `uirevision`, so a redraw keeps the user's zoom where Gradio lets
+Plotly do so.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+MAX_POINTS = 1000
+
+REWARD_STATS = {"env/reward_mean": "trials", "env/demo_reward_mean": "demos"}
+KL_STATS = {"objective/kl": "KL (penalty)", "distill/teacher_student_kl": "KL teacher→student"}
+LOSS_STATS = {
+    "ppo/loss/policy": "policy",
+    "ppo/loss/value": "value",
+    "ppo/loss/distill": "distill",
+    "ppo/loss/clm": "CLM",
+    "ppo/loss/total": "total",
+}
+HEALTH_STATS = {
+    "ppo/policy/entropy": "entropy",
+    "ppo/policy/clipfrac": "clip fraction",
+    "ppo/val/error": "value error",
+}
+LENGTH_STAT = "tokens/response_len_mean"
+
+# The adaptive controller's proportional error is clipped at +-0.2: inside this band it steers
+# smoothly, outside it pushes at full strength.
+KL_BAND = (0.8, 1.2)
+
+
+def decimate(x: Sequence[float], y: Sequence[float], max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """At most `max_points` points of (x, y): per bucket the min and the max of y, in x order.
+
+    Keeps the first and last points and every bucket's extremes, so a KL spike survives. NaNs
+    (steps that did not log this stat) are dropped first.
+    """
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    keep = ~np.isnan(y)
+    x, y = x[keep], y[keep]
+    if len(y) <= max_points:
+        return x, y
+    buckets = np.array_split(np.arange(len(y)), max(1, (max_points - 2) // 2))
+    picked = {0, len(y) - 1}
+    for idx in buckets:
+        segment = y[idx]
+        picked.add(int(idx[np.argmin(segment)]))
+        picked.add(int(idx[np.argmax(segment)]))
+    order = np.array(sorted(picked))
+    return x[order], y[order]
+
+
+def _empty(title: str, yaxis: str) -> go.Figure:
+    fig = go.Figure()
+    fig.update_layout(
+        title=title,
+        uirevision=title,
+        margin=dict(l=50, r=20, t=40, b=40),
+        height=300,
+        xaxis_title="step",
+        yaxis_title=yaxis,
+        legend=dict(orientation="h", y=-0.25),
+    )
+    return fig
+
+
+def _add_lines(fig: go.Figure, steps: Sequence[int], stats: dict[str, Sequence[float]], names: dict[str, str], **kw) -> None:
+    for key, label in names.items():
+        if key in stats:
+            x, y = decimate(steps, stats[key])
+            if len(y):
+                fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers" if len(y) < 50 else "lines", name=label), **kw)
+
+
+def reward_figure(steps: Sequence[int], stats: dict[str, Sequence[float]]) -> go.Figure:
+    """Mean reward of the student's trials and of the teacher's demos."""
+    fig = _empty("Reward", "score")
+    _add_lines(fig, steps, stats, REWARD_STATS)
+    return fig
+
+
+def kl_figure(steps: Sequence[int], stats: dict[str, Sequence[float]], target: float | None, adaptive: bool) -> go.Figure:
+    """KL of the penalty and teacher→student KL, the controller's target band, and beta on a right axis."""
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    base = _empty("KL", "KL (nats)")
+    fig.update_layout(base.layout)
+    _add_lines(fig, steps, stats, KL_STATS, secondary_y=False)
+    _add_lines(fig, steps, stats, {"objective/kl_coef": "KL coef (beta)"}, secondary_y=True)
+    if target:
+        if adaptive:
+            fig.add_hrect(y0=target * KL_BAND[0], y1=target * KL_BAND[1], fillcolor="green", opacity=0.12, line_width=0, secondary_y=False)
+        fig.add_hline(y=target, line_dash="dash", line_color="green", annotation_text=f"target {target:g}", secondary_y=False)
+    fig.update_yaxes(title_text="beta", secondary_y=True)
+    return fig
+
+
+def loss_figure(steps: Sequence[int], stats: dict[str, Sequence[float]]) -> go.Figure:
+    """Policy, value, distillation, CLM and total loss."""
+    fig = _empty("Losses", "loss")
+    _add_lines(fig, steps, stats, LOSS_STATS)
+    return fig
+
+
+def health_figure(steps: Sequence[int], stats: dict[str, Sequence[float]]) -> go.Figure:
+    """Entropy, clip fraction and value error, with the response length on a right axis."""
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.update_layout(_empty("Policy health", "value").layout)
+    _add_lines(fig, steps, stats, HEALTH_STATS, secondary_y=False)
+    _add_lines(fig, steps, stats, {LENGTH_STAT: "response length"}, secondary_y=True)
+    fig.update_yaxes(title_text="tokens", secondary_y=True)
+    return fig
+
+
+def eval_figure(steps: Sequence[int], metrics: dict[str, Sequence[float]]) -> go.Figure:
+    """Every evaluation metric against the step at which it was measured."""
+    fig = _empty("Evaluation", "value")
+    _add_lines(fig, steps, metrics, {k: k for k in sorted(metrics)})
+    return fig
+
+
+def _window_mean(values: Sequence[float], first: bool, width: int) -> float:
+    arr = np.asarray(values, dtype=float)
+    arr = arr[~np.isnan(arr)]
+    if len(arr) < 2 * width:
+        return math.nan
+    return float(np.mean(arr[:width] if first else arr[-width:]))
+
+
+def health_warnings(stats: dict[str, Sequence[float]], target: float | None, window: int = 5) -> list[str]:
+    """Plain-words warnings about the run's PPO health, newest values against the first ones.
+
+    - KL blow-up: the recent KL is far above the controller's target (or negative, the sign of
+      greedy or mis-configured sampling).
+    - Collapse: reward rises while response length or entropy falls by more than half, the usual
+      sign that the policy found a degenerate way to please the reward model.
+    """
+    warnings = []
+    kl = [v for v in stats.get("objective/kl", []) if not math.isnan(v)]
+    if kl:
+        recent = float(np.mean(kl[-window:]))
+        if target and recent > 3 * target:
+            warnings.append(f"KL is blowing up: {recent:.3g} vs target {target:g}. Lower the learning rate or raise init_kl_coef.")
+        if recent < -0.1:
+            warnings.append(f"KL is negative ({recent:.3g}): trials are probably not sampled (check do_sample, top_k, top_p).")
+    reward_first = _window_mean(stats.get("env/reward_mean", []), True, window)
+    reward_last = _window_mean(stats.get("env/reward_mean", []), False, window)
+    if reward_last > reward_first:
+        for key, label in ((LENGTH_STAT, "response length"), ("ppo/policy/entropy", "entropy")):
+            first = _window_mean(stats.get(key, []), True, window)
+            last = _window_mean(stats.get(key, []), False, window)
+            if first > 0 and last < 0.5 * first:
+                warnings.append(
+                    f"Reward rises while {label} collapsed ({first:.3g} → {last:.3g}): the student may be gaming the reward model."
+                )
+    return warnings

@@ -1,0 +1,202 @@
+"""Train tab: Start / Pause / Resume / Stop, progress, live plots, the latest rollout and evaluation.
+
+A `gr.Timer` polls the runner's store about once a second; a session redraws only when the store
+has moved on since its last tick, and plots only when new steps arrived.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from tnd_core.errors import TndError
+
+from app import plots
+from app.context import AppContext
+from app.forms import Form, control_updates, errors_markdown
+from app.runner import Snapshot
+
+ROLLOUT_COLUMNS = ["prompt", "student trial", "trial score", "teacher demo", "demo score"]
+LEGEND = "Reward: higher is better. KL: the penalty's KL should stay in the green band around its target; teacher→student KL should fall."
+
+
+def format_duration(seconds: float | None) -> str:
+    """h:mm:ss or m:ss; '?' when unknown."""
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def progress_html(snap: Snapshot) -> str:
+    """A progress bar that never passes 100%, with step, elapsed, ETA and pace."""
+    total = max(snap.total_steps, 1)
+    fraction = min(snap.step / total, 1.0)
+    pace = f" · {snap.step / snap.elapsed_s:.2f} steps/s" if snap.step and snap.elapsed_s else ""
+    text = (
+        f"step {snap.step}/{snap.total_steps} · elapsed {format_duration(snap.elapsed_s)} · "
+        f"ETA {format_duration(snap.eta_s)}{pace}"
+    )
+    return (
+        f'<div id="train-progress" data-step="{snap.step}" data-total="{snap.total_steps}" data-state="{snap.state}">'
+        f'<div style="background:#e5e7eb;border-radius:6px;height:14px;overflow:hidden">'
+        f'<div style="background:#4f46e5;height:14px;width:{fraction * 100:.1f}%"></div></div>'
+        f'<div style="font-size:0.9em;margin-top:4px">{html.escape(text)}</div></div>'
+    )
+
+
+def status_markdown(snap: Snapshot) -> str:
+    """The run's state in words, with the error message when it failed."""
+    text = f"**{snap.state.replace('_', ' ').capitalize()}**: {snap.message}"
+    if snap.error:
+        text += f"\n\n❌ {snap.error}"
+        if snap.checkpoint:
+            text += f"\n\nLast checkpoint: `{snap.checkpoint}`"
+    return text
+
+
+def rollout_frame(snap: Snapshot) -> pd.DataFrame:
+    """prompt | student trial | trial score | teacher demo | demo score of the latest rollout."""
+    rows = [
+        [s.prompt, s.trial, round(s.trial_score, 4), s.demo or "", None if s.demo_score is None else round(s.demo_score, 4)]
+        for s in snap.rollout
+    ]
+    return pd.DataFrame(rows, columns=ROLLOUT_COLUMNS)
+
+
+def eval_frame(snap: Snapshot) -> pd.DataFrame:
+    """The latest value of every evaluation metric."""
+    rows = [[name, values[-1]] for name, values in sorted(snap.eval_metrics.items()) if values]
+    return pd.DataFrame(rows, columns=["metric", f"value (step {snap.eval_steps[-1] if snap.eval_steps else '-'})"])
+
+
+def figures(snap: Snapshot) -> list[Any]:
+    """The five live figures of a snapshot."""
+    cfg = snap.config
+    target = cfg.target if cfg else None
+    adaptive = cfg.adap_kl_ctrl if cfg else True
+    return [
+        plots.reward_figure(snap.steps, snap.stats),
+        plots.kl_figure(snap.steps, snap.stats, target, adaptive),
+        plots.loss_figure(snap.steps, snap.stats),
+        plots.health_figure(snap.steps, snap.stats),
+        plots.eval_figure(snap.eval_steps, snap.eval_metrics),
+    ]
+
+
+def role_of(ctx: AppContext, owner: str | None) -> str:
+    """'owner' of the running job, 'viewer' of someone else's, or 'free' when no job runs."""
+    if not ctx.runner.running:
+        return "free"
+    return "owner" if ctx.runner.is_owner(owner) else "viewer"
+
+
+def button_updates(ctx: AppContext, role: str) -> list[dict]:
+    """Interactivity of Start, Pause, Resume and Stop for this session."""
+    state = ctx.runner.store.state
+    mine = role == "owner"
+    return [
+        gr.update(interactive=role == "free"),
+        gr.update(interactive=mine and state in ("running", "starting")),
+        gr.update(interactive=mine and state in ("paused", "pausing")),
+        gr.update(interactive=mine and state in ("starting", "running", "pausing", "paused")),
+    ]
+
+
+ROLE_NOTES = {
+    "owner": "You started this job: you can pause, resume and stop it.",
+    "viewer": "👀 A job started by another session is running: you are watching it read-only.",
+    "free": "",
+}
+
+
+def build(ctx: AppContext, form: Form, owner: gr.BrowserState, check_summary: gr.Markdown) -> None:
+    """Create the Train tab and wire its buttons and its timer."""
+    with gr.Row():
+        start = gr.Button("Start", variant="primary", elem_id="btn-start")
+        pause = gr.Button("Pause", interactive=False, elem_id="btn-pause")
+        resume = gr.Button("Resume", interactive=False, elem_id="btn-resume")
+        stop = gr.Button("Stop", variant="stop", interactive=False, elem_id="btn-stop")
+    message = gr.Markdown("", elem_id="train-message")
+    role_note = gr.Markdown("", elem_id="train-role")
+    progress = gr.HTML(progress_html(ctx.runner.store.snapshot()))
+    status = gr.Markdown("", elem_id="train-status")
+    warnings = gr.Markdown("", elem_id="train-warnings")
+    gr.Markdown(LEGEND)
+    with gr.Row():
+        reward_plot = gr.Plot(show_label=False, elem_id="plot-reward")
+        kl_plot = gr.Plot(show_label=False, elem_id="plot-kl")
+    with gr.Row():
+        loss_plot = gr.Plot(show_label=False, elem_id="plot-loss")
+        health_plot = gr.Plot(show_label=False, elem_id="plot-health")
+    gr.Markdown("### Latest rollout")
+    rollout = gr.Dataframe(pd.DataFrame(columns=ROLLOUT_COLUMNS), interactive=False, wrap=True, elem_id="rollout-table")
+    with gr.Accordion("Evaluation", open=False):
+        with gr.Row():
+            eval_plot = gr.Plot(show_label=False, elem_id="plot-eval")
+            eval_table = gr.Dataframe(interactive=False)
+    with gr.Accordion("Log", open=False):
+        log_box = gr.Textbox(lines=12, max_lines=12, show_label=False, autoscroll=True)
+    seen = gr.State({"version": -1, "steps": -1, "evals": -1, "role": ""})
+    timer = gr.Timer(ctx.poll_s)
+
+    buttons = [start, pause, resume, stop]
+    plot_outputs = [reward_plot, kl_plot, loss_plot, health_plot, eval_plot]
+    tick_outputs = [seen, progress, status, warnings, role_note, rollout, eval_table, log_box, *buttons, *plot_outputs]
+
+    def tick(token: str | None, last: dict) -> Any:
+        role = role_of(ctx, token)
+        version = ctx.runner.store.version
+        if last.get("version") == version and last.get("role") == role:
+            return gr.skip()
+        snap = ctx.runner.store.snapshot()
+        new_steps = len(snap.steps) != last.get("steps") or len(snap.eval_steps) != last.get("evals")
+        target = snap.config.target if snap.config else None
+        warn = plots.health_warnings(snap.stats, target)
+        outputs = [
+            {"version": snap.version, "steps": len(snap.steps), "evals": len(snap.eval_steps), "role": role},
+            progress_html(snap),
+            status_markdown(snap),
+            "\n".join(f"⚠️ {w}" for w in warn),
+            ROLE_NOTES[role],
+            rollout_frame(snap) if snap.rollout else gr.skip(),
+            eval_frame(snap) if snap.eval_metrics else gr.skip(),
+            snap.log_tail,
+            *button_updates(ctx, role),
+        ]
+        outputs += figures(snap) if new_steps else [gr.skip()] * len(plot_outputs)
+        return outputs
+
+    timer.tick(tick, inputs=[owner, seen], outputs=tick_outputs, show_progress="hidden", queue=False)
+
+    def on_start(token: str | None, *values: Any) -> list[Any]:
+        cfg, errors = form.read(values)
+        if cfg is None:
+            text = f"❌ The config has problems (see the Config tab):\n{errors_markdown(errors)}"
+            return [text, errors_markdown(errors), *control_updates(form.names, errors)]
+        try:
+            ctx.runner.start(cfg, token)
+        except TndError as exc:
+            return [f"❌ {exc}", gr.skip(), *[gr.skip()] * len(form.components)]
+        return [f"Started: {cfg.steps} steps into `{cfg.output_dir}`.", gr.skip(), *[gr.skip()] * len(form.components)]
+
+    start.click(on_start, inputs=[owner, *form.components], outputs=[message, check_summary, *form.components])
+
+    def control(action: str) -> Any:
+        def handler(token: str | None) -> str:
+            try:
+                getattr(ctx.runner, action)(token)
+            except TndError as exc:
+                return f"❌ {exc}"
+            return {"pause": "Pausing after the current step…", "resume": "Resumed.", "stop": "Stopping after the current step; saving a checkpoint…"}[action]
+
+        return handler
+
+    for button, action in ((pause, "pause"), (resume, "resume"), (stop, "stop")):
+        button.click(control(action), inputs=owner, outputs=message, queue=False)

@@ -1,0 +1,89 @@
+"""Assemble the TnD Studio app: one tab per module, one shared form, one runner per process."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import gradio as gr
+
+from tnd_core.config import CustomPPOConfig
+
+from app import compare_tab, config_tab, data_tab, export_tab, models_tab, train_tab
+from app.context import AppContext, BundleManager, on_space, uses_bundle
+from app.forms import Form, config_from_form
+from app.runner import Runner
+
+CSS = """
+.tnd-invalid { border-left: 3px solid #dc2626 !important; }
+.tnd-invalid .info, .tnd-invalid [data-testid="block-info"] { color: #dc2626 !important; }
+"""
+OWNER_KEY = "tnd_studio_owner"
+FORM_KEY = "tnd_studio_form"
+
+
+def make_context(runner: Runner | None = None, poll_s: float | None = None) -> AppContext:
+    """The shared objects of one app process; starts preparing the bundle in the background."""
+    bundle = BundleManager()
+    if runner is None:
+        runner = Runner(trainer_factory=_bundle_aware_factory(bundle))
+    ctx = AppContext(runner=runner, bundle=bundle, poll_s=poll_s or (2.5 if on_space() else 1.0))
+    bundle.start()
+    return ctx
+
+
+def _bundle_aware_factory(bundle: BundleManager) -> Any:
+    def factory(config: CustomPPOConfig, callbacks: Any = (), control: Any = None) -> Any:
+        from tnd_core.pipeline import build_trainer
+
+        if uses_bundle(config):
+            bundle.wait()
+        return build_trainer(config, callbacks=callbacks, control=control)
+
+    return factory
+
+
+def build_app(ctx: AppContext | None = None) -> tuple[gr.Blocks, Form]:
+    """The Gradio app and its option form (every CustomPPOConfig field has a control in it)."""
+    ctx = ctx or make_context()
+    config = ctx.initial_config()
+    form = Form()
+    with gr.Blocks(title="TnD Studio") as demo:
+        owner = gr.BrowserState(None, storage_key=OWNER_KEY)
+        saved_form = gr.BrowserState(None, storage_key=FORM_KEY)
+        gr.Markdown(
+            "# TnD Studio\nTrain a small student language model by **Trials and Demonstrations**: PPO on its own "
+            "trials scored by a reward model, plus the teacher's demonstrations and logits (distillation)."
+        )
+        with gr.Tabs():
+            with gr.Tab("Models", id="models"):
+                models_tab.build(ctx, form, config)
+            with gr.Tab("Data", id="data"):
+                data_tab.build(ctx, form, config)
+            with gr.Tab("Config", id="config"):
+                summary = config_tab.build(ctx, form, config, saved_form)
+            with gr.Tab("Train", id="train"):
+                train_tab.build(ctx, form, owner, summary)
+            with gr.Tab("Compare", id="compare"):
+                compare_tab.build(ctx, form)
+            with gr.Tab("Export", id="export"):
+                export_tab.build(ctx, form)
+
+        def on_load(token: str | None, saved: dict | None) -> list[Any]:
+            # a browser keeps its owner token across reloads, so it reattaches to the job it started
+            token = token or uuid.uuid4().hex
+            restored = _restore(form, saved) or ctx.initial_config()
+            return [token, *form.fill(restored)]
+
+        demo.load(on_load, inputs=[owner, saved_form], outputs=[owner, *form.components], queue=False)
+    return demo, form
+
+
+def _restore(form: Form, saved: dict | None) -> CustomPPOConfig | None:
+    """The form a browser saved before a reload, if it still describes a valid config."""
+    if not isinstance(saved, dict):
+        return None
+    base = dict(zip(form.names, form.fill(CustomPPOConfig())))
+    base.update({k: v for k, v in saved.items() if k in base})
+    config, _ = config_from_form(form.names, [base[n] for n in form.names])
+    return config
