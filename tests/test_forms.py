@@ -1,0 +1,132 @@
+"""The app's option form is generated from CustomPPOConfig's metadata and round-trips form <-> config."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pytest
+
+from app.forms import Form, config_from_form, control_updates, errors_markdown, field_info, form_values
+from tnd_core.config import CustomPPOConfig, field_specs
+
+
+def _non_default(spec):
+    """A valid value different from the default, derived from the spec alone."""
+    if spec.type == "bool":
+        return not spec.default
+    if spec.choices:
+        return spec.choices[(spec.choices.index(spec.default) + 1) % len(spec.choices)]
+    if spec.type == "int":
+        return spec.default + 2
+    if spec.type == "float":
+        return 0.5 if spec.default in (None, 0.0) else spec.default / 2
+    if spec.type == "dict":
+        return {"extra": 1}
+    return f"{spec.default}_x" if spec.default else "x"
+
+
+def everything_changed() -> CustomPPOConfig:
+    values = {s.name: _non_default(s) for s in field_specs()}
+    # combinations the per-field rule cannot know about
+    values.update(batch_size=24, mini_batch_size=6, gradient_accumulation_steps=2, demo_score="0.5", optimizer_name="sgd", resume_from_checkpoint="latest")
+    return CustomPPOConfig.from_dict(values)
+
+
+def _through_components(form: Form, config: CustomPPOConfig) -> list:
+    # what the browser would send back: each control's own postprocess then preprocess
+    return [c.preprocess(c.postprocess(v)) for c, v in zip(form.components, form.fill(config))]
+
+
+@pytest.fixture(scope="module")
+def form() -> Form:
+    form = Form()
+    with gr.Blocks():
+        for group in dict.fromkeys(s.group for s in field_specs()):
+            form.add_group(group, CustomPPOConfig())
+    return form
+
+
+def test_app_form_has_a_control_for_every_field():
+    from app.runner import Runner
+    from app.ui import build_app, make_context
+
+    _, form = build_app(make_context(runner=Runner(trainer_factory=lambda *a, **k: None)))
+    assert form.missing() == []
+    assert form.names == [s.name for s in field_specs()]
+    for spec, component in zip(field_specs(), form.components):
+        assert component.label == spec.name
+        assert spec.help in component.info
+
+
+def test_control_kind_follows_metadata(form):
+    for spec, control in zip(field_specs(), form.components):
+        if spec.type == "bool":
+            assert isinstance(control, gr.Checkbox), spec.name
+        elif spec.choices:
+            assert isinstance(control, gr.Dropdown), spec.name
+            assert [c[1] for c in control.choices] == list(spec.choices)
+        elif spec.optional or spec.type in ("str", "dict"):
+            assert isinstance(control, gr.Textbox), spec.name
+        else:
+            assert isinstance(control, gr.Number), spec.name
+            assert control.precision == (0 if spec.type == "int" else None), spec.name
+
+
+def test_every_field_changed_round_trips(form):
+    changed = everything_changed()
+    default = CustomPPOConfig()
+    assert all(getattr(changed, s.name) != getattr(default, s.name) for s in field_specs())
+    config, errors = form.read(_through_components(form, changed))
+    assert errors == []
+    assert config == changed
+
+
+def test_defaults_round_trip(form):
+    config, errors = form.read(_through_components(form, CustomPPOConfig()))
+    assert errors == [] and config == CustomPPOConfig()
+
+
+def test_empty_optional_number_means_none_and_text_becomes_a_number(form):
+    values = dict(zip(form.names, form.fill(CustomPPOConfig())))
+    values.update(max_grad_norm="", score_clip=" 2.5 ", optimizer_kwargs='{"weight_decay": 0.01}')
+    config, errors = form.read([values[n] for n in form.names])
+    assert errors == []
+    assert config.max_grad_norm is None and config.score_clip == 2.5
+    assert config.optimizer_kwargs == {"weight_decay": 0.01}
+
+
+def test_bad_values_are_reported_per_field(form):
+    values = dict(zip(form.names, form.fill(CustomPPOConfig())))
+    values.update(score_clip="lots", optimizer_kwargs="[1, 2]", learning_rate=-1.0, steps=None)
+    config, errors = config_from_form(form.names, [values[n] for n in form.names])
+    assert config is None
+    assert {e.field for e in errors} == {"score_clip", "optimizer_kwargs", "steps"}
+    # once the parse errors are fixed, the range check names the next field
+    values.update(score_clip="", optimizer_kwargs="{}", steps=10)
+    config, errors = config_from_form(form.names, [values[n] for n in form.names])
+    assert [e.field for e in errors] == ["learning_rate"]
+    assert "> 0" in errors[0].allowed
+
+
+def test_combination_errors_show_next_to_their_field(form):
+    values = dict(zip(form.names, form.fill(CustomPPOConfig())))
+    values.update(batch_size=10, mini_batch_size=4)
+    config, errors = form.read([values[n] for n in form.names])
+    assert config is None and [e.field for e in errors] == ["batch_size"]
+    updates = dict(zip(form.names, control_updates(form.names, errors)))
+    assert updates["batch_size"]["info"].startswith("⚠ must be a multiple of mini_batch_size")
+    assert updates["batch_size"]["elem_classes"] == ["tnd-invalid"]
+    assert updates["mini_batch_size"]["elem_classes"] == [] and "⚠" not in updates["mini_batch_size"]["info"]
+    assert "**batch_size**" in errors_markdown(errors)
+
+
+def test_info_lists_allowed_values():
+    specs = {s.name: s for s in field_specs()}
+    assert "one of kl, abs, mse, full" in field_info(specs["kl_penalty"])
+    assert field_info(specs["gamma"]).endswith("(>= 0 and <= 1)")
+    assert field_info(specs["max_grad_norm"]).endswith("> 0; empty for none)")
+
+
+def test_form_values_show_text_for_json_and_optional(form):
+    shown = dict(zip(form.names, form_values(CustomPPOConfig(score_clip=None, scheduler_kwargs={"power": 2.0}), form.names)))
+    assert shown["score_clip"] == "" and shown["scheduler_kwargs"] == '{"power": 2.0}'
+    assert shown["batch_size"] == 16 and shown["adap_kl_ctrl"] is True

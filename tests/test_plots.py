@@ -1,0 +1,65 @@
+"""Live plots: decimation keeps spikes and bounds, the KL figure shows the target band, health warnings fire."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from app.plots import decimate, health_warnings, kl_figure, loss_figure, reward_figure
+
+
+def test_decimate_bounds_points_and_keeps_ends_and_spikes():
+    steps = np.arange(100_000)
+    values = np.sin(steps / 500.0)
+    values[61_234] = 50.0  # a KL blow-up on one step
+    x, y = decimate(steps, values, max_points=1000)
+    assert len(x) <= 1000
+    assert x[0] == 0 and x[-1] == 99_999
+    assert 61_234 in x and y.max() == 50.0
+    assert np.all(np.diff(x) > 0)
+
+
+def test_decimate_drops_missing_values_and_leaves_short_series_alone():
+    x, y = decimate([1, 2, 3, 4], [1.0, math.nan, 3.0, 4.0])
+    assert x.tolist() == [1, 3, 4] and y.tolist() == [1.0, 3.0, 4.0]
+
+
+def test_kl_figure_has_band_target_and_beta_axis():
+    steps = [1, 2, 3]
+    stats = {"objective/kl": [5.0, 6.0, 7.0], "objective/kl_coef": [0.2, 0.21, 0.22], "distill/teacher_student_kl": [3.0, 2.0, 1.0]}
+    fig = kl_figure(steps, stats, target=6.0, adaptive=True)
+    rect = [s for s in fig.layout.shapes if s.type == "rect"][0]
+    assert (rect.y0, rect.y1) == (6.0 * 0.8, 6.0 * 1.2)
+    beta = [t for t in fig.data if t.name == "KL coef (beta)"][0]
+    assert beta.yaxis == "y2" and list(beta.y) == [0.2, 0.21, 0.22]
+    assert fig.layout.uirevision == "KL"
+    fixed = kl_figure(steps, stats, target=6.0, adaptive=False)
+    assert not [s for s in fixed.layout.shapes if s.type == "rect"]
+
+
+def test_reward_and_loss_figures_plot_what_was_logged():
+    steps = [1, 2]
+    stats = {"env/reward_mean": [0.1, 0.2], "env/demo_reward_mean": [1.0, 1.1], "ppo/loss/total": [2.0, 1.5]}
+    assert [t.name for t in reward_figure(steps, stats).data] == ["trials", "demos"]
+    losses = loss_figure(steps, stats)
+    assert [t.name for t in losses.data] == ["total"] and list(losses.data[0].y) == [2.0, 1.5]
+
+
+def test_health_warnings():
+    rising = [0.1 * i for i in range(20)]
+    healthy = {"env/reward_mean": rising, "objective/kl": [5.5] * 20, "tokens/response_len_mean": [16.0] * 20, "ppo/policy/entropy": [3.0] * 20}
+    assert health_warnings(healthy, target=6.0) == []
+
+    blown = dict(healthy, **{"objective/kl": [5.5] * 15 + [40.0] * 5})
+    assert any("KL is blowing up" in w for w in health_warnings(blown, target=6.0))
+
+    negative = dict(healthy, **{"objective/kl": [-0.5] * 20})
+    assert any("KL is negative" in w for w in health_warnings(negative, target=6.0))
+
+    collapsed = dict(healthy, **{"tokens/response_len_mean": [16.0] * 10 + [2.0] * 10})
+    warnings = health_warnings(collapsed, target=6.0)
+    assert len(warnings) == 1 and "response length collapsed" in warnings[0]
+
+    falling_reward = dict(collapsed, **{"env/reward_mean": rising[::-1]})
+    assert health_warnings(falling_reward, target=6.0) == []
