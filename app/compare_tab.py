@@ -156,6 +156,16 @@ def _models_for_compare(ctx: AppContext, trainer: Any, config: CustomPPOConfig) 
     return models.teacher, models.student, models.reward, f"student loaded from `{models.sources.get('student')}`"
 
 
+def run_compare(ctx: AppContext, prompt: str, config: CustomPPOConfig, seed: int) -> tuple[CompareResult, str]:
+    """Compare on the current run's models between two steps, or on the Models tab's models when none runs."""
+
+    def work(trainer: Any) -> tuple[CompareResult, str]:
+        teacher, student, reward, who = _models_for_compare(ctx, trainer, config)
+        return compare(teacher, student, reward, prompt, config, seed), who
+
+    return ctx.runner.run_between_steps(work)
+
+
 def build(ctx: AppContext, form: Form) -> None:
     """Create the Compare tab: prompt, seed, and the two continuations side by side."""
     gr.Markdown(
@@ -189,12 +199,7 @@ def build(ctx: AppContext, form: Form) -> None:
                 raise errors[0]
             config = CustomPPOConfig.from_dict({**ctx.initial_config().to_dict(), **parsed})
             seed_int = int(seed_value or 0)
-
-            def work(trainer: Any) -> tuple[CompareResult, str]:
-                teacher, student, reward, who = _models_for_compare(ctx, trainer, config)
-                return compare(teacher, student, reward, text, config, seed_int), who
-
-            result, who = ctx.runner.run_between_steps(work)
+            result, who = run_compare(ctx, text, config, seed_int)
         except Exception as exc:  # shown in words; the app keeps serving
             return [f"❌ {describe_exception(exc)}", gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()]
         kl_text = f" · mean KL(teacher‖student) {result.mean_kl:.3f} nats/token" if result.mean_kl is not None else ""

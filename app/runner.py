@@ -193,8 +193,8 @@ class RunStore:
         state = {"started": "running", "resumed": "running"}.get(event.state, event.state)
         if self._state == "stopping" and state == "running":
             return
-        if self._state == "failed" and state != "failed":
-            return
+        if self._state == "failed":
+            return  # the ErrorEvent already said why
         self._state, self._detail = state, event.detail
 
     # ------------------------------------------------------------------ readers

@@ -9,7 +9,7 @@ import gradio as gr
 
 from tnd_core.config import CustomPPOConfig
 
-from app import compare_tab, config_tab, data_tab, export_tab, models_tab, train_tab
+from app import api, compare_tab, config_tab, data_tab, export_tab, models_tab, train_tab
 from app.context import AppContext, BundleManager, on_space, uses_bundle
 from app.forms import Form, config_from_form
 from app.runner import Runner
@@ -75,6 +75,7 @@ def build_app(ctx: AppContext | None = None) -> tuple[gr.Blocks, Form]:
             restored = _restore(form, saved) or ctx.initial_config()
             return [token, *form.fill(restored)]
 
+        api.register(ctx)
         demo.load(on_load, inputs=[owner, saved_form], outputs=[owner, *form.components], queue=False)
     return demo, form
 

@@ -1,0 +1,93 @@
+"""Named API endpoints (for `gradio_client` and scripts): the Train and Compare tabs without a browser.
+
+Control calls carry the caller's owner token, like a browser session does; status never reveals it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gradio as gr
+
+from tnd_core.config import CustomPPOConfig
+from tnd_core.errors import TndError
+
+from app.compare_tab import run_compare
+from app.context import AppContext
+from app.runner import describe_exception
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def status(ctx: AppContext) -> dict[str, Any]:
+    """State, progress, the latest value of every statistic, the latest rollout and evaluation."""
+    snap = ctx.runner.store.snapshot()
+    last = {k: _finite(v[-1]) for k, v in snap.stats.items() if v}
+    return {
+        "state": snap.state,
+        "message": snap.message,
+        "error": snap.error,
+        "step": snap.step,
+        "total_steps": snap.total_steps,
+        "logged_steps": len(snap.steps),
+        "elapsed_s": snap.elapsed_s,
+        "eta_s": snap.eta_s,
+        "first_step_wall_s": snap.first_step_wall_s,
+        "last_stats": last,
+        "rollout": [vars(s) for s in snap.rollout],
+        "eval": {k: _finite(v[-1]) for k, v in snap.eval_metrics.items() if v},
+        "checkpoint": snap.checkpoint,
+    }
+
+
+def register(ctx: AppContext) -> None:
+    """Add the endpoints to the Blocks being built."""
+
+    def start_training(owner: str, config_yaml: str) -> str:
+        """Start a run from a YAML config (empty: the app's default config); returns a message."""
+        try:
+            config = CustomPPOConfig.from_yaml(config_yaml) if config_yaml.strip() else ctx.initial_config()
+            ctx.runner.start(config, owner)
+        except TndError as exc:
+            return f"error: {exc}"
+        return f"started: {config.steps} steps into {config.output_dir}"
+
+    def control(action: str) -> Any:
+        def endpoint(owner: str) -> str:
+            try:
+                getattr(ctx.runner, action)(owner)
+            except TndError as exc:
+                return f"error: {exc}"
+            return f"{action} requested"
+
+        endpoint.__name__ = f"{action}_training"
+        endpoint.__doc__ = f"{action.capitalize()} the running job (only its owner may)."
+        return endpoint
+
+    def training_status() -> dict:
+        """The current job's state, progress and latest statistics."""
+        return status(ctx)
+
+    def compare_prompt(prompt: str, seed: int = 0) -> dict:
+        """Teacher and student continue `prompt` with the app's generation settings and `seed`."""
+        try:
+            result, who = run_compare(ctx, prompt, ctx.initial_config(), int(seed))
+        except Exception as exc:  # returned in words to the API caller
+            return {"error": describe_exception(exc)}
+        return {
+            "student_model": who,
+            "teacher": vars(result.teacher),
+            "student": vars(result.student),
+            "tokens": [{"text": t, "kl": kl} for t, kl in result.tokens],
+            "mean_kl": result.mean_kl,
+            "note": result.note,
+        }
+
+    gr.api(start_training, api_name="start_training")
+    for action in ("pause", "resume", "stop"):
+        gr.api(control(action), api_name=f"{action}_training")
+    gr.api(training_status, api_name="training_status")
+    gr.api(compare_prompt, api_name="compare")
