@@ -180,10 +180,10 @@ def build(ctx: AppContext, form: Form) -> None:
     note = gr.Markdown("", elem_id="compare-note")
     with gr.Row():
         with gr.Column():
-            teacher_score = gr.Markdown("### Teacher")
+            teacher_score = gr.Markdown("### Teacher", elem_id="compare-teacher-score")
             teacher_text = gr.Textbox(label="Teacher", lines=3, interactive=False, elem_id="compare-teacher")
         with gr.Column():
-            student_score = gr.Markdown("### Student")
+            student_score = gr.Markdown("### Student", elem_id="compare-student-score")
             student_text = gr.Textbox(label="Student", lines=3, interactive=False, elem_id="compare-student")
     tokens = gr.HighlightedText(label="Student tokens, coloured by KL(teacher || student)", show_legend=False, elem_id="compare-kl")
 

@@ -11,6 +11,7 @@ import gradio as gr
 import pandas as pd
 
 from tnd_core.config import CustomPPOConfig
+from tnd_core.data.prompts import TABLE_SUFFIXES, load_prompts, preview_table
 from tnd_core.errors import ConfigError
 
 from app.context import AppContext
@@ -33,19 +34,35 @@ def keep_upload(path: str) -> Path:
     size_mb = source.stat().st_size / 2**20
     if size_mb > MAX_UPLOAD_MB:
         raise ConfigError("dataset file", source.name, f"at most {MAX_UPLOAD_MB} MB (this one has {size_mb:.1f} MB)")
-    if source.suffix.lower() not in (".csv", ".jsonl", ".json"):
-        raise ConfigError("dataset file", source.name, "a .csv, .jsonl or .json file")
+    if source.suffix.lower() not in TABLE_SUFFIXES:
+        raise ConfigError("dataset file", source.name, f"a {', '.join(TABLE_SUFFIXES)} file")
     target = uploads_dir() / source.name
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, target)
     return target
 
 
-def preview(source: str, column: str) -> tuple[list[str], pd.DataFrame, int]:
-    """Columns, the first rows and the number of prompts of a prompt source (bundle, hub id or file)."""
-    from tnd_core.data.prompts import inspect_source
+def _table_path(ctx: AppContext, source: str) -> Path | None:
+    if source == "bundle":
+        return Path(ctx.bundle.wait(timeout_s=1.0).prompts)
+    path = Path(source).expanduser()
+    return path if path.suffix.lower() in TABLE_SUFFIXES or path.exists() else None
 
-    return inspect_source(source, column, rows=PREVIEW_ROWS)
+
+def preview(ctx: AppContext, source: str, column: str | None) -> tuple[list[str], pd.DataFrame, int, str]:
+    """Columns, first rows, number of prompts and the prompt column of a source (bundle, file or hub id).
+
+    With `column` None (a fresh upload) the column is 'prompt' when there is one, else the first.
+    """
+    path = _table_path(ctx, source)
+    if path is None:
+        prompts = load_prompts(source, column or "prompt")
+        return [column or "prompt"], pd.DataFrame({column or "prompt": prompts[:PREVIEW_ROWS]}), len(prompts), column or "prompt"
+    rows = preview_table(path, PREVIEW_ROWS)
+    names = [str(c) for c in rows.columns]
+    if column is None:
+        column = "prompt" if "prompt" in names else (names[0] if names else "prompt")
+    return names, rows, len(load_prompts(str(path), column)), column
 
 
 def build(ctx: AppContext, form: Form, config: CustomPPOConfig) -> None:
@@ -55,7 +72,7 @@ def build(ctx: AppContext, form: Form, config: CustomPPOConfig) -> None:
         f"CSV/JSONL file (up to {MAX_UPLOAD_MB} MB) works too. Pick the column that holds the prompt text."
     )
     kind = gr.Radio(list(SOURCES), value="bundle", label="Source", elem_id="data-source")
-    upload = gr.File(label="CSV or JSONL file", file_types=[".csv", ".jsonl", ".json"], visible=False, elem_id="data-upload")
+    upload = gr.File(label="CSV, JSONL, JSON or TXT file", file_types=list(TABLE_SUFFIXES), visible=False, elem_id="data-upload")
     controls = form.add_group("data", config)
     columns = gr.Dropdown(choices=[], label="Columns found", interactive=True, elem_id="data-columns")
     show = gr.Button("Preview", elem_id="data-preview-btn")
@@ -75,23 +92,21 @@ def build(ctx: AppContext, form: Form, config: CustomPPOConfig) -> None:
 
     def show_preview(src: str, col: str) -> tuple[Any, str, Any]:
         try:
-            names, rows, count = preview(src, col)
+            names, rows, count, col = preview(ctx, src, col)
         except Exception as exc:  # a malformed file or a bad id is reported in words
             return gr.skip(), f"❌ {describe_exception(exc)}", None
-        pick = col if col in names else gr.skip()
-        return gr.update(choices=names, value=pick), f"✅ {count} prompts; column **{col}**.", rows
+        return gr.update(choices=names, value=col), f"✅ {count} prompts from column **{col}**.", rows
 
-    def on_upload(file: Any, col: str) -> tuple[Any, Any, Any, str, Any]:
+    def on_upload(file: Any) -> tuple[Any, Any, Any, str, Any]:
         if file is None:
             return gr.skip(), gr.skip(), gr.skip(), "", None
         try:
             kept = keep_upload(file if isinstance(file, str) else file.name)
-            names, rows, count = preview(str(kept), col)
+            names, rows, count, col = preview(ctx, str(kept), None)
         except Exception as exc:  # a malformed file is reported in words
             return gr.skip(), gr.skip(), gr.skip(), f"❌ {describe_exception(exc)}", None
-        chosen = col if col in names else names[0]
-        return str(kept), chosen, gr.update(choices=names, value=chosen), f"✅ {kept.name}: {count} rows; prompts from column **{chosen}**.", rows
+        return str(kept), col, gr.update(choices=names, value=col), f"✅ {kept.name}: {count} prompts from column **{col}**.", rows
 
-    upload.upload(on_upload, inputs=[upload, column], outputs=[source, column, columns, status, table])
-    columns.input(lambda c: c, inputs=columns, outputs=column, queue=False)
-    show.click(show_preview, inputs=[source, column], outputs=[columns, status, table])
+    upload.upload(on_upload, inputs=upload, outputs=[source, column, columns, status, table], api_name="upload_prompts")
+    columns.input(lambda c: c, inputs=columns, outputs=column, queue=False).then(show_preview, inputs=[source, column], outputs=[columns, status, table])
+    show.click(show_preview, inputs=[source, column], outputs=[columns, status, table], api_name="preview_prompts")

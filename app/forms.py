@@ -114,7 +114,7 @@ def control_updates(names: list[str], errors: list[ConfigError]) -> list[dict]:
     for name in names:
         info = field_info(specs[name])
         if name in by_field:
-            info = f"⚠ {by_field[name].allowed}. {info}"
+            info = f"⚠ {by_field[name].allowed}. {info}".replace("*", "\\*")
         updates.append(gr.update(info=info, elem_classes=["tnd-invalid"] if name in by_field else []))
     return updates
 

@@ -72,7 +72,13 @@ def build(ctx: AppContext, form: Form, config: CustomPPOConfig) -> None:
     status = gr.Markdown("", elem_id="models-status")
     table = gr.Dataframe(value=describe_models(ctx.models), interactive=False, label="Loaded models")
 
-    gr.Timer(ctx.poll_s * 2).tick(lambda: ctx.bundle.status_line(), outputs=bundle_line, show_progress="hidden", queue=False)
+    shown = gr.State("")
+
+    def bundle_tick(last: str) -> Any:
+        line = ctx.bundle.status_line()
+        return gr.skip() if line == last else (line, line)
+
+    gr.Timer(ctx.poll_s * 2).tick(bundle_tick, inputs=shown, outputs=[bundle_line, shown], show_progress="hidden", queue=False)
 
     names = [n for _, n in ROLES] + ["trust_remote_code"]
 

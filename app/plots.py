@@ -12,7 +12,6 @@ from typing import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
 MAX_POINTS = 1000
 
@@ -73,12 +72,18 @@ def _empty(title: str, yaxis: str) -> go.Figure:
     return fig
 
 
-def _add_lines(fig: go.Figure, steps: Sequence[int], stats: dict[str, Sequence[float]], names: dict[str, str], **kw) -> None:
+def _add_lines(fig: go.Figure, steps: Sequence[int], stats: dict[str, Sequence[float]], names: dict[str, str], yaxis: str = "y") -> None:
     for key, label in names.items():
         if key in stats:
             x, y = decimate(steps, stats[key])
             if len(y):
-                fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers" if len(y) < 50 else "lines", name=label), **kw)
+                mode = "lines+markers" if len(y) < 50 else "lines"
+                fig.add_trace(go.Scatter(x=x.tolist(), y=y.tolist(), mode=mode, name=label, yaxis=yaxis))
+
+
+def _right_axis(fig: go.Figure, title: str) -> None:
+    # a plain overlaying axis: make_subplots does the same but costs ~0.5 s per figure
+    fig.update_layout(yaxis2=dict(title=title, overlaying="y", side="right", showgrid=False))
 
 
 def reward_figure(steps: Sequence[int], stats: dict[str, Sequence[float]]) -> go.Figure:
@@ -90,16 +95,16 @@ def reward_figure(steps: Sequence[int], stats: dict[str, Sequence[float]]) -> go
 
 def kl_figure(steps: Sequence[int], stats: dict[str, Sequence[float]], target: float | None, adaptive: bool) -> go.Figure:
     """KL of the penalty and teacher→student KL, the controller's target band, and beta on a right axis."""
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
-    base = _empty("KL", "KL (nats)")
-    fig.update_layout(base.layout)
-    _add_lines(fig, steps, stats, KL_STATS, secondary_y=False)
-    _add_lines(fig, steps, stats, {"objective/kl_coef": "KL coef (beta)"}, secondary_y=True)
+    fig = _empty("KL", "KL (nats)")
+    _add_lines(fig, steps, stats, KL_STATS)
+    _add_lines(fig, steps, stats, {"objective/kl_coef": "KL coef (beta)"}, yaxis="y2")
+    _right_axis(fig, "beta")
     if target:
+        shapes = [dict(type="line", xref="paper", x0=0, x1=1, y0=target, y1=target, line=dict(color="green", dash="dash"))]
         if adaptive:
-            fig.add_hrect(y0=target * KL_BAND[0], y1=target * KL_BAND[1], fillcolor="green", opacity=0.12, line_width=0, secondary_y=False)
-        fig.add_hline(y=target, line_dash="dash", line_color="green", annotation_text=f"target {target:g}", secondary_y=False)
-    fig.update_yaxes(title_text="beta", secondary_y=True)
+            band = dict(type="rect", xref="paper", x0=0, x1=1, y0=target * KL_BAND[0], y1=target * KL_BAND[1], fillcolor="green", opacity=0.12, line_width=0, layer="below")
+            shapes.insert(0, band)
+        fig.update_layout(shapes=shapes, annotations=[dict(xref="paper", x=1, y=target, text=f"target {target:g}", showarrow=False, yanchor="bottom", xanchor="right")])
     return fig
 
 
@@ -112,11 +117,10 @@ def loss_figure(steps: Sequence[int], stats: dict[str, Sequence[float]]) -> go.F
 
 def health_figure(steps: Sequence[int], stats: dict[str, Sequence[float]]) -> go.Figure:
     """Entropy, clip fraction and value error, with the response length on a right axis."""
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
-    fig.update_layout(_empty("Policy health", "value").layout)
-    _add_lines(fig, steps, stats, HEALTH_STATS, secondary_y=False)
-    _add_lines(fig, steps, stats, {LENGTH_STAT: "response length"}, secondary_y=True)
-    fig.update_yaxes(title_text="tokens", secondary_y=True)
+    fig = _empty("Policy health", "value")
+    _add_lines(fig, steps, stats, HEALTH_STATS)
+    _add_lines(fig, steps, stats, {LENGTH_STAT: "response length"}, yaxis="y2")
+    _right_axis(fig, "tokens")
     return fig
 
 

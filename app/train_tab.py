@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import math
+import threading
 from typing import Any
 
 import gradio as gr
@@ -90,6 +91,22 @@ def figures(snap: Snapshot) -> list[Any]:
     ]
 
 
+class FigureCache:
+    """Figures of the latest snapshot, built once and shared by every session that polls."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._key: tuple | None = None
+        self._figures: list[Any] = []
+
+    def get(self, snap: Snapshot) -> list[Any]:
+        key = (snap.version, len(snap.steps), len(snap.eval_steps))
+        with self._lock:
+            if key != self._key:
+                self._key, self._figures = key, figures(snap)
+            return self._figures
+
+
 def role_of(ctx: AppContext, owner: str | None) -> str:
     """'owner' of the running job, 'viewer' of someone else's, or 'free' when no job runs."""
     if not ctx.runner.running:
@@ -144,6 +161,7 @@ def build(ctx: AppContext, form: Form, owner: gr.BrowserState, check_summary: gr
     with gr.Accordion("Log", open=False):
         log_box = gr.Textbox(lines=12, max_lines=12, show_label=False, autoscroll=True)
     seen = gr.State({"version": -1, "steps": -1, "evals": -1, "role": ""})
+    cache = FigureCache()
     timer = gr.Timer(ctx.poll_s)
 
     buttons = [start, pause, resume, stop]
@@ -170,7 +188,7 @@ def build(ctx: AppContext, form: Form, owner: gr.BrowserState, check_summary: gr
             snap.log_tail,
             *button_updates(ctx, role),
         ]
-        outputs += figures(snap) if new_steps else [gr.skip()] * len(plot_outputs)
+        outputs += cache.get(snap) if new_steps else [gr.skip()] * len(plot_outputs)
         return outputs
 
     timer.tick(tick, inputs=[owner, seen], outputs=tick_outputs, show_progress="hidden", queue=False)

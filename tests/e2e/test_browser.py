@@ -1,0 +1,175 @@
+"""The real app in headless Chromium on the tiny bundle: train with live plots, pause, resume, stop,
+compare, reattach after a reload, and a second browser that watches but cannot control the job.
+
+Screenshots go to tests/artifacts/; with TND_UPDATE_SCREENSHOTS=1 the Train and Compare shots also
+replace docs/screenshots/ (the README's pictures).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from app_server import REPO, running_app
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARTIFACTS = REPO / "tests" / "artifacts"
+DOC_SHOTS = REPO / "docs" / "screenshots"
+VIEWPORT = {"width": 1400, "height": 1000}
+PLOT_POINTS_JS = """(id) => {
+  const div = document.querySelector(`#${id} .js-plotly-plot`);
+  if (!div || !div.data) return 0;
+  return div.data.reduce((n, trace) => n + (trace.x ? trace.x.length : 0), 0);
+}"""
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        message = f"{CHROMIUM} is missing: apt-get install -y chromium"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def app(tiny_bundle, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("app")
+    with running_app(workdir) as url:
+        yield url, workdir
+
+
+def open_app(context, url):
+    page = context.new_page()
+    page.goto(url)
+    page.wait_for_selector("#load-models", timeout=60_000)
+    return page
+
+
+def go(page, tab):
+    page.get_by_role("tab", name=tab).click()
+
+
+def step_of(page) -> int:
+    return int(page.locator("#train-progress").get_attribute("data-step"))
+
+
+def wait_until(predicate, timeout_s, what):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def shoot(page, name):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path), full_page=True)
+    if os.environ.get("TND_UPDATE_SCREENSHOTS") == "1":
+        DOC_SHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, DOC_SHOTS / name)
+
+
+def test_config_problems_show_next_to_the_field(browser, app):
+    url, _ = app
+    context = browser.new_context(viewport=VIEWPORT)
+    page = open_app(context, url)
+    go(page, "Config")
+    field = page.locator("#cfg-batch_size")
+    field.locator("input").fill("10")
+    field.locator("input").press("Tab")
+    page.wait_for_function("() => document.querySelector('#cfg-batch_size').classList.contains('tnd-invalid')", timeout=15_000)
+    assert "must be a multiple of mini_batch_size" in field.inner_text()
+    assert "batch_size" in page.locator("#config-check").inner_text()
+    go(page, "Train")
+    page.locator("#btn-start").click()
+    page.wait_for_function("() => document.querySelector('#train-message').innerText.includes('problems')", timeout=15_000)
+    assert "batch_size" in page.locator("#train-message").inner_text()
+    context.close()
+
+
+def test_train_watch_pause_resume_compare_stop(browser, app):
+    url, workdir = app
+    owner_ctx = browser.new_context(viewport=VIEWPORT)
+    page = open_app(owner_ctx, url)
+    go(page, "Config")
+    steps = page.locator("#cfg-steps input")
+    steps.fill("400")
+    steps.press("Tab")
+    page.wait_for_function("() => document.querySelector('#config-check').innerText.includes('Config OK')", timeout=15_000)
+
+    go(page, "Train")
+    clicked = time.monotonic()
+    page.locator("#btn-start").click()
+    wait_until(lambda: page.evaluate(PLOT_POINTS_JS, "plot-reward") > 0, 120, "the first plotted reward point")
+    first_point_s = time.monotonic() - clicked
+    wait_until(lambda: step_of(page) >= 3, 60, "three steps")
+    assert page.evaluate(PLOT_POINTS_JS, "plot-kl") > 0 and page.evaluate(PLOT_POINTS_JS, "plot-loss") > 0
+    assert "You started this job" in page.locator("#train-role").inner_text()
+    assert page.locator("#rollout-table").inner_text().count("\n") > 1
+    shoot(page, "train_tab.png")
+
+    # a second browser watches the same job read-only
+    viewer_ctx = browser.new_context(viewport=VIEWPORT)
+    viewer = open_app(viewer_ctx, url)
+    go(viewer, "Train")
+    viewer.wait_for_function("() => document.querySelector('#train-role').innerText.includes('read-only')", timeout=20_000)
+    for button in ("#btn-stop", "#btn-pause", "#btn-start"):
+        assert viewer.locator(button).is_disabled(), button
+    wait_until(lambda: viewer.evaluate(PLOT_POINTS_JS, "plot-reward") > 0, 20, "the viewer's plots")
+
+    page.locator("#btn-pause").click()
+    page.wait_for_function("() => document.querySelector('#train-status').innerText.startsWith('Paused')", timeout=60_000)
+    paused_at = step_of(page)
+    time.sleep(3)
+    assert step_of(page) == paused_at, "no step while paused"
+    assert viewer.locator("#btn-stop").is_disabled()
+
+    page.locator("#btn-resume").click()
+    wait_until(lambda: step_of(page) >= paused_at + 2, 60, "steps after resuming")
+
+    # Compare runs between two training steps, on the current student
+    go(viewer, "Compare")
+    viewer.locator("#compare-prompt textarea").fill("the dog")
+    viewer.locator("#btn-compare").click()
+    viewer.wait_for_function("() => document.querySelector('#compare-note').innerText.includes('current run at step')", timeout=90_000)
+    assert viewer.locator("#compare-teacher textarea").input_value().strip()
+    assert "reward" in viewer.locator("#compare-teacher-score").inner_text()
+    assert "reward" in viewer.locator("#compare-student-score").inner_text()
+    shoot(viewer, "compare_tab.png")
+
+    # a reload keeps ownership: the browser's token reattaches it to its job
+    page.reload()
+    page.wait_for_selector("#load-models", timeout=60_000)
+    go(page, "Train")
+    page.wait_for_function("() => document.querySelector('#train-role').innerText.includes('You started this job')", timeout=20_000)
+    page.wait_for_function("() => !document.querySelector('#btn-stop').disabled", timeout=20_000)
+
+    page.locator("#btn-stop").click()
+    page.wait_for_function("() => document.querySelector('#train-status').innerText.startsWith('Stopped')", timeout=120_000)
+    stopped_at = step_of(page)
+    assert 0 < stopped_at < 400
+    checkpoints = sorted((workdir / "outputs" / "tnd-run").glob("checkpoint-*"))
+    assert checkpoints, "Stop writes a checkpoint"
+    viewer.wait_for_function("() => !document.querySelector('#btn-start').disabled", timeout=20_000)
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "browser_timings.json").write_text(json.dumps({"start_to_first_point_s": first_point_s, "stopped_at_step": stopped_at}))
+    viewer_ctx.close()
+    owner_ctx.close()
