@@ -9,9 +9,9 @@ import math
 from typing import Any
 
 import gradio as gr
+import yaml
 
-from tnd_core.config import CustomPPOConfig
-from tnd_core.errors import TndError
+from tnd_core.errors import ConfigError, TndError
 
 from app.compare_tab import run_compare
 from app.context import AppContext
@@ -20,6 +20,16 @@ from app.runner import describe_exception
 
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
+
+
+def _mapping(text: str) -> dict[str, Any]:
+    try:
+        values = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError("config_yaml", text[:80], f"must be valid YAML: {exc}") from None
+    if not isinstance(values, dict):
+        raise ConfigError("config_yaml", text[:80], "must be a mapping of option names to values")
+    return values
 
 
 def status(ctx: AppContext) -> dict[str, Any]:
@@ -47,9 +57,9 @@ def register(ctx: AppContext) -> None:
     """Add the endpoints to the Blocks being built."""
 
     def start_training(owner: str, config_yaml: str) -> str:
-        """Start a run from a YAML config (empty: the app's default config); returns a message."""
+        """Start a run owned by `owner`: the app's default config with the options given in YAML changed."""
         try:
-            config = CustomPPOConfig.from_yaml(config_yaml) if config_yaml.strip() else ctx.initial_config()
+            config = ctx.initial_config().replace(**_mapping(config_yaml))
             ctx.runner.start(config, owner)
         except TndError as exc:
             return f"error: {exc}"

@@ -138,6 +138,12 @@ class RunStore:
             self._state, self._detail = state, detail
             self._version += 1
 
+    def set_detail(self, detail: str) -> None:
+        """Extra words after the state, e.g. what a starting job is waiting for."""
+        with self._lock:
+            self._detail = detail
+            self._version += 1
+
     def set_error(self, message: str) -> None:
         with self._lock:
             self._state, self._error = "failed", message
@@ -298,7 +304,7 @@ class Runner:
 
     def __init__(self, trainer_factory: TrainerFactory | None = None, compare_timeout_s: float = 60.0):
         self.store = RunStore()
-        self._factory = trainer_factory
+        self.trainer_factory = trainer_factory
         self._lock = threading.Lock()
         self._requests: queue.Queue[_Request] = queue.Queue()
         self._thread: threading.Thread | None = None
@@ -373,7 +379,7 @@ class Runner:
         handlers = self._attach_logs(config)
         try:
             log.info("starting a run of %d steps into %s", config.steps, config.output_dir)
-            factory = self._factory or _default_factory()
+            factory = self.trainer_factory or _default_factory()
             trainer = factory(config, callbacks=[self._on_event], control=control)
             self.trainer = trainer
             trainer.train()

@@ -26,18 +26,20 @@ def make_context(runner: Runner | None = None, poll_s: float | None = None) -> A
     """The shared objects of one app process; starts preparing the bundle in the background."""
     bundle = BundleManager()
     if runner is None:
-        runner = Runner(trainer_factory=_bundle_aware_factory(bundle))
+        runner = Runner()
+        runner.trainer_factory = _bundle_aware_factory(bundle, runner)
     ctx = AppContext(runner=runner, bundle=bundle, poll_s=poll_s or (2.5 if on_space() else 1.0))
     bundle.start()
     return ctx
 
 
-def _bundle_aware_factory(bundle: BundleManager) -> Any:
+def _bundle_aware_factory(bundle: BundleManager, runner: Runner) -> Any:
     def factory(config: CustomPPOConfig, callbacks: Any = (), control: Any = None) -> Any:
         from tnd_core.pipeline import build_trainer
 
         if uses_bundle(config):
-            bundle.wait()
+            bundle.wait(on_progress=lambda line: runner.store.set_detail(f"Waiting for the bundle: {line}"))
+            runner.store.set_detail("")
         return build_trainer(config, callbacks=callbacks, control=control)
 
     return factory
