@@ -55,14 +55,14 @@ def _bundle_paths() -> Any:
 def _resolve(source: str, role: str) -> tuple[Path | str, Path | str | None]:
     """Model folder and tokenizer folder (None: the model's own) of a source string."""
     if source == "bundle" or source.startswith("bundle:"):
-        paths = _bundle_paths()
         variant = source.partition(":")[2]
-        if role == "reward":
-            if variant not in ("", "stage", "grammar"):
-                raise ConfigError("reward_model_name_or_path", source, "must be 'bundle', 'bundle:stage', 'bundle:grammar', a hub id or a local path")
-            return (paths.reward_grammar if variant == "grammar" else paths.reward_stage), paths.tokenizer
-        if variant:
+        if role == "reward" and variant not in ("", "stage", "grammar"):
+            raise ConfigError("reward_model_name_or_path", source, "must be 'bundle', 'bundle:stage', 'bundle:grammar', a hub id or a local path")
+        if role != "reward" and variant:
             raise ConfigError(f"{role}_name_or_path", source, "must be 'bundle', a hub id or a local path")
+        paths = _bundle_paths()
+        if role == "reward":
+            return (paths.reward_grammar if variant == "grammar" else paths.reward_stage), paths.tokenizer
         return getattr(paths, role), paths.tokenizer
     return source, None
 
