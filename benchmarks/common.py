@@ -90,9 +90,10 @@ def machine_line(m: dict[str, Any]) -> str:
     )
 
 
-def command_line(module: str) -> str:
-    """The command that reproduces this run."""
-    return " ".join(["python -m", module, *map(shlex.quote, sys.argv[1:])]).strip()
+def command_line(module: str, argv: list[str] | None = None) -> str:
+    """The command that reproduces this run (`argv`: the arguments given to main, default sys.argv)."""
+    args = sys.argv[1:] if argv is None else argv
+    return " ".join(["python -m", module, *map(shlex.quote, args)]).strip()
 
 
 def summary(values: list[float]) -> dict[str, float]:

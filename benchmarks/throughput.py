@@ -547,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
         tok = build_tokenizer()
         b, m, L = args.batch_size, args.mini_batch_size, args.response_length
         data: dict[str, Any] = {
-            "machine": info, "command": command_line("benchmarks.throughput"), "reps": args.reps, "warmup": args.warmup, "steps": args.steps,
+            "machine": info, "command": command_line("benchmarks.throughput", argv), "reps": args.reps, "warmup": args.warmup, "steps": args.steps,
             "vocab_size": len(tok), "prompt_tokens": len(tok(models.prompts[0])["input_ids"]), "student": STUDENT, "teacher": TEACHER,
         }
         data["rl"] = compare(models, "rl", Work(b, m, 1, args.passes, L), args.reps, args.warmup, args.steps, log)
