@@ -394,3 +394,23 @@ def test_missing_tracker_package_is_named(tmp_path, tok):
     else:
         with pytest.raises(ConfigError, match="pip install tensorboard"):
             build(tmp_path, tok, report_to="tensorboard")
+
+
+# ---------------------------------------------------------------------- pipeline and CLI
+def test_tnd_train_runs_from_local_model_folders_and_a_prompt_file(tmp_path, tok):
+    from tnd_core.cli import main
+
+    for name, model in (("teacher", make_lm(tok, seed=5)), ("student", make_lm(tok, seed=1)), ("reward", make_classifier(tok))):
+        model.save_pretrained(tmp_path / name)
+        tok.save_pretrained(tmp_path / name)
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps({"question": p}) + "\n" for p in prompts(12)))
+    args = [
+        "train", "--teacher_name_or_path", str(tmp_path / "teacher"), "--student_name_or_path", str(tmp_path / "student"),
+        "--reward_model_name_or_path", str(tmp_path / "reward"), "--dataset_name_or_path", str(tmp_path / "prompts.jsonl"),
+        "--prompt_column", "question", "--steps", "2", "--batch_size", "4", "--mini_batch_size", "2", "--ppo_epochs", "1",
+        "--max_new_tokens", "4", "--output_dir", str(tmp_path / "out"), "--save_steps", "0",
+    ]
+    assert main(args) == 0
+    assert checkpoint.list_checkpoints(tmp_path / "out") == [tmp_path / "out/checkpoint-2"]
+    assert len((tmp_path / "out/metrics.jsonl").read_text().splitlines()) == 2
+    assert main(args[:-4] + ["--output_dir", str(tmp_path / "out2"), "--prompt_column", "missing"]) == 2  # a user error, not a traceback
