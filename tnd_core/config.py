@@ -109,7 +109,7 @@ class CustomPPOConfig:
     max_prompt_length: int = _opt(64, "Prompts longer than this many tokens are truncated from the left.", "data", ge=1)
 
     # --- PPO
-    steps: int = _opt(200, "Number of PPO steps (batches of prompts) to train for.", "ppo", ge=1)
+    steps: int = _opt(200, "Number of training steps: PPO steps (one batch of prompts each) plus any interleaved CLM steps.", "ppo", ge=1)
     batch_size: int = _opt(16, "Prompts per PPO step.", "ppo", ge=1)
     mini_batch_size: int = _opt(4, "Samples per mini-batch inside a PPO epoch.", "ppo", ge=1)
     gradient_accumulation_steps: int = _opt(1, "Mini-batches accumulated per optimizer step.", "ppo", ge=1)

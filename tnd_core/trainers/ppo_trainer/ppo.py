@@ -7,6 +7,7 @@ The math lives in `losses.py`; this file orchestrates models, accelerate, events
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -15,7 +16,7 @@ import shutil
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -707,18 +708,19 @@ class CustomPPOTrainer:
         evaluator = evaluator or self.evaluator
         if self.reward_model is None and c.ppo_per_step > 0:
             raise ConfigError("reward_model", None, "is required by train(): a RewardModel, a sequence classifier with one output, or any object with score_texts(texts)")
-        resume = checkpoint.resolve(resume_from_checkpoint if resume_from_checkpoint is not None else c.resume_from_checkpoint, c.output_dir)
-        if resume is not None:
-            self.load_checkpoint(resume)
-        if self.accelerator.is_main_process:
-            Path(c.output_dir).mkdir(parents=True, exist_ok=True)
-        if c.report_to != "none":
-            self.accelerator.init_trackers("tnd", config={k: v for k, v in c.to_dict().items() if not isinstance(v, dict)})
-
-        state, last_stats, last_saved = "completed", {}, None
-        self._emit(StatusEvent(self.global_step, "started", f"resumed from {resume}" if resume else ""))
-        started = time.perf_counter()
+        state, last_stats = "completed", {}
+        self._emit(StatusEvent(self.global_step, "started"))
         try:
+            resume = checkpoint.resolve(resume_from_checkpoint if resume_from_checkpoint is not None else c.resume_from_checkpoint, c.output_dir)
+            if resume is not None:
+                self.load_checkpoint(resume)
+                logger.info("resumed from %s at step %d", resume, self.global_step)
+            saved_step = self.global_step if resume is not None else None
+            if self.accelerator.is_main_process:
+                Path(c.output_dir).mkdir(parents=True, exist_ok=True)
+            if c.report_to != "none":
+                self.accelerator.init_trackers("tnd", config={k: v for k, v in c.to_dict().items() if not isinstance(v, dict)})
+            started = time.perf_counter()
             while self.global_step < c.steps:
                 if self.control.paused and self.accelerator.is_main_process:
                     self._emit(StatusEvent(self.global_step, "paused"))
@@ -742,11 +744,12 @@ class CustomPPOTrainer:
                 if evaluator is not None and c.eval_steps and step % c.eval_steps == 0:
                     self._evaluate(evaluator)
                 if c.save_steps and step % c.save_steps == 0:
-                    last_saved = self.save_checkpoint()
+                    self.save_checkpoint()
+                    saved_step = step
                 if kind == "ppo" and self.early_stopping.stop_run(stats["env/reward_mean"]):
                     state = "early_stopped"
                     break
-            if last_saved is None or int(last_saved.name.rpartition("-")[2]) != self.global_step:
+            if saved_step != self.global_step:
                 self.save_checkpoint()
         except Exception as exc:
             self._fail(exc)
@@ -811,7 +814,8 @@ class CustomPPOTrainer:
         torch.save(_rng_state(), tmp / f"rng_state_{acc.process_index}.pt")
         path = checkpoint.checkpoint_dir(c.output_dir, step)
         if acc.is_main_process:
-            self._unwrapped().save_pretrained(tmp / "student")
+            with _quiet_progress_bars():
+                self._unwrapped().save_pretrained(tmp / "student")
             c.save(tmp / "config.yaml")
             torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
             torch.save(self.lr_scheduler.state_dict(), tmp / "scheduler.pt")
@@ -834,7 +838,8 @@ class CustomPPOTrainer:
         student = self._unwrapped()
         if not hasattr(student, "load_weights"):
             raise TndError(f"resume_from_checkpoint: the student ({type(student).__name__}) has no load_weights(path) method")
-        student.load_weights(path / "student")
+        with _quiet_progress_bars():
+            student.load_weights(path / "student")
         device = self.accelerator.device
         self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=device))
         self.lr_scheduler.load_state_dict(torch.load(path / "scheduler.pt"))
@@ -857,6 +862,20 @@ class CustomPPOTrainer:
         if not rng_file.is_file():
             rng_file = path / "rng_state_0.pt"
         _set_rng_state(torch.load(rng_file))
+
+
+@contextlib.contextmanager
+def _quiet_progress_bars() -> Iterator[None]:
+    # transformers draws a progress bar for every save and load; one per checkpoint is noise in the log.
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _read_texts(dataset: Any, prompt_column: str) -> list[str]:
