@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from tnd_core.config import CustomPPOConfig
 from tnd_core.errors import ConfigError
 
-from app.context import AppContext
+from app.context import AppContext, LoadedModels
 from app.forms import Form, parse_form
 from app.runner import describe_exception
 
@@ -70,7 +70,9 @@ def _token_pieces(tokenizer: Any, prompt_ids: list[int], response_ids: list[int]
     pieces, previous = [], tokenizer.decode(prompt_ids, skip_special_tokens=True)
     for i in range(1, len(response_ids) + 1):
         text = tokenizer.decode(prompt_ids + response_ids[:i], skip_special_tokens=True)
-        pieces.append(text[len(previous) :] if text.startswith(previous) else tokenizer.decode(response_ids[i - 1 : i]))
+        piece = text[len(previous) :] if text.startswith(previous) else tokenizer.decode(response_ids[i - 1 : i])
+        # a special token decodes to nothing: show its name so the KL beside it has a visible owner
+        pieces.append(piece or f" {tokenizer.convert_ids_to_tokens(response_ids[i - 1])}")
         previous = text
     return pieces
 
@@ -143,25 +145,34 @@ def eval_prompts(ctx: AppContext, limit: int = 30, words: int = 3) -> list[str]:
     return prompts
 
 
-def _models_for_compare(ctx: AppContext, trainer: Any, config: CustomPPOConfig) -> tuple[Any, Any, Any, str]:
-    if trainer is not None:
-        step = ctx.runner.store.snapshot().step
-        return trainer.teacher, trainer.student, trainer.reward_model, f"student of the current run at step {step}"
+def _ensure_loaded(ctx: AppContext, config: CustomPPOConfig) -> LoadedModels:
+    from app.models_tab import load_models
+
     wanted = {"teacher": config.teacher_name_or_path, "student": config.student_name_or_path, "reward": config.reward_model_name_or_path}
     if ctx.models.student is None or ctx.models.sources != wanted:
-        from app.models_tab import load_models
-
-        load_models(ctx, config)
-    models = ctx.models
-    return models.teacher, models.student, models.reward, f"student loaded from `{models.sources.get('student')}`"
+        return load_models(ctx, config)
+    return ctx.models
 
 
 def run_compare(ctx: AppContext, prompt: str, config: CustomPPOConfig, seed: int) -> tuple[CompareResult, str]:
-    """Compare on the current run's models between two steps, or on the Models tab's models when none runs."""
+    """Compare on the current run's models between two steps, or on the Models tab's models when none runs.
+
+    A run that holds no teacher or reward model (its config needs neither) borrows them from the
+    Models tab, loaded here, outside the training thread.
+    """
+    trainer = ctx.runner.trainer
+    spare = None
+    if trainer is None or trainer.teacher is None or trainer.reward_model is None:
+        spare = _ensure_loaded(ctx, config)
 
     def work(trainer: Any) -> tuple[CompareResult, str]:
-        teacher, student, reward, who = _models_for_compare(ctx, trainer, config)
-        return compare(teacher, student, reward, prompt, config, seed), who
+        if trainer is None:
+            who = f"student loaded from `{spare.sources.get('student')}`"
+            return compare(spare.teacher, spare.student, spare.reward, prompt, config, seed), who
+        teacher = trainer.teacher or spare.teacher
+        reward = trainer.reward_model or spare.reward
+        who = f"student of the current run at step {ctx.runner.store.step}"
+        return compare(teacher, trainer.student, reward, prompt, config, seed), who
 
     return ctx.runner.run_between_steps(work)
 

@@ -214,6 +214,11 @@ class RunStore:
         with self._lock:
             return self._state
 
+    @property
+    def step(self) -> int:
+        with self._lock:
+            return self._step
+
     def snapshot(self) -> Snapshot:
         with self._lock:
             message = STATE_WORDS.get(self._state, self._state)
