@@ -392,8 +392,9 @@ def test_missing_tracker_package_is_named(tmp_path, tok):
     if is_tensorboard_available():
         assert build(tmp_path, tok, report_to="tensorboard").accelerator.log_with
     else:
-        with pytest.raises(ConfigError, match="pip install tensorboard"):
+        with pytest.raises(ConfigError, match="pip install tensorboard") as err:
             build(tmp_path, tok, report_to="tensorboard")
+        assert err.value.field == "report_to"
 
 
 # ---------------------------------------------------------------------- pipeline and CLI

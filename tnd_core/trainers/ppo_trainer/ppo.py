@@ -171,11 +171,12 @@ class CustomPPOTrainer:
         # accelerate keeps process-wide singletons that would otherwise pin the first one's settings.
         AcceleratorState._reset_state(reset_partial_state=False)
         GradientState._reset_state()
+        trackers = self._trackers()
         try:
             return Accelerator(
                 mixed_precision=self.config.mixed_precision,
                 gradient_accumulation_steps=self.config.gradient_accumulation_steps,
-                log_with=self._trackers(),
+                log_with=trackers,
                 project_dir=self.config.output_dir,
                 step_scheduler_with_optimizer=False,
             )
@@ -232,10 +233,12 @@ class CustomPPOTrainer:
             raise ConfigError("scheduler_kwargs", self.config.scheduler_kwargs, f"not accepted by scheduler {self.config.scheduler_name!r}: {exc}") from exc
 
     def _setup_early_stopping(self) -> EarlyStopping:
+        """Epoch-level target_kl test and run-level patience on the mean reward."""
         c = self.config
         return EarlyStopping(c.early_stopping, c.target_kl, c.patience, c.patience_min_delta)
 
     def _setup_score_processing(self) -> ScoreProcessor:
+        """Running moments with scaling, normalisation and clipping of scores (TND_SPEC 2.4)."""
         c = self.config
         return ScoreProcessor(c.use_score_scaling, c.use_score_norm, c.score_clip, gather=self.accelerator.gather)
 
@@ -267,6 +270,7 @@ class CustomPPOTrainer:
     # ------------------------------------------------------------------ schedule
     @property
     def samples_per_batch(self) -> int:
+        """Samples in one PPO batch: the trials, and as many demos when demos are on."""
         return self.config.batch_size * (2 if self.config.use_teacher_demos else 1)
 
     def step_kind(self, step: int) -> str:
@@ -367,9 +371,12 @@ class CustomPPOTrainer:
         return stats
 
     @torch.no_grad()
-    def _rollout_forward(self, batch: PPOBatch) -> dict[str, torch.Tensor]:
+    def _rollout_forward(self, batch: PPOBatch) -> tuple[dict[str, torch.Tensor], float]:
         """One no-grad pass per model over the batch: old log-probs and values, reference log-probs,
-        per-token KL, and the teacher's logits (kept for the KD loss of every PPO epoch)."""
+        per-token KL, and the teacher's logits (kept for the KD loss of every PPO epoch).
+
+        Returns the tensors and the seconds spent in the teacher.
+        """
         c = self.config
         keep = batch.response_len + 1
         need_teacher_logits = self.teacher is not None
@@ -407,9 +414,7 @@ class CustomPPOTrainer:
                 parts["ts_kl"].append(kd_divergence(logits, teacher_logits, "forward_kl"))
                 if c.distill_coef > 0:
                     parts["teacher_logits"].append(teacher_logits)
-        out = {k: torch.cat(v) for k, v in parts.items() if v}
-        out["teacher_s"] = torch.tensor(teacher_s)
-        return out
+        return {k: torch.cat(v) for k, v in parts.items() if v}, teacher_s
 
     def _optimize(self, batch: PPOBatch, scores: torch.Tensor, is_demo: torch.Tensor) -> dict[str, float]:
         """Rewards, advantages and `ppo_epochs` passes of clipped PPO (+ KD, entropy, CLM) over `batch`."""
@@ -418,7 +423,7 @@ class CustomPPOTrainer:
         self.model.train()
         mask = batch.mask
         processed = self.score_processor(scores)
-        old = self._rollout_forward(batch)
+        old, teacher_s = self._rollout_forward(batch)
         kl_coef = self.kl_ctl.value
         rewards, non_score_rewards = compute_rewards(processed, old["kls"], mask, kl_coef)
         values, advantages, returns = compute_advantages(old["values"], rewards, mask, c.gamma, c.lam, c.whiten_rewards)
@@ -473,7 +478,6 @@ class CustomPPOTrainer:
 
         self.kl_ctl.update(stats["objective/kl"], n * self.accelerator.num_processes)
         elapsed = self._timer() - t_start
-        teacher_s = float(old["teacher_s"])
         stats.update({
             "ppo/learning_rate": self.optimizer.param_groups[0]["lr"],
             "ppo/early_stopped": float(early_stopped),
