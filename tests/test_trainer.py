@@ -377,6 +377,7 @@ def _not_a_multiple(trainer):
         (lambda tmp, tok: build(tmp, tok, scheduler_name="polynomial", scheduler_kwargs={"bogus": 1}), "scheduler_kwargs"),
         (lambda tmp, tok: build(tmp, tok, resume_from_checkpoint=str(tmp / "missing")).train(), "resume_from_checkpoint"),
         (lambda tmp, tok: CustomPPOTrainer(student=StudentModel(make_lm(tok), tok), config={"steps": 1}), "config"),
+        (lambda tmp, tok: build(tmp, tok, max_new_tokens=62).train(["w1 w2 w3"] * 8), "max_new_tokens"),
         (lambda tmp, tok: CustomPPOTrainer(student=make_lm(tok), config=CustomPPOConfig(kl_reference="initial_student", distill_coef=0.0, use_teacher_demos=False)), "tokenizer"),
     ],
 )

@@ -11,6 +11,7 @@ import contextlib
 import copy
 import json
 import logging
+import math
 import random
 import shutil
 import time
@@ -158,6 +159,8 @@ class CustomPPOTrainer:
         self.score_processor = self._setup_score_processing()
         self.early_stopping = self._setup_early_stopping()
 
+        lm_config = getattr(getattr(self.student, "pretrained_model", None), "config", None)
+        self.max_positions: int | None = getattr(lm_config, "max_position_embeddings", None)
         self.global_step = 0
         self.last_checkpoint: str | None = None
         self._perm_cache: dict[tuple[str, int], torch.Tensor] = {}
@@ -597,6 +600,12 @@ class CustomPPOTrainer:
         stream_step = self._steps_of_kind_before(self.global_step, "ppo")
         batch_prompts = [prompts[i] for i in self._stream("ppo", len(prompts), stream_step)]
         q_ids, q_attn = left_pad(self._encode_prompts(batch_prompts), self.pad_token_id, device)
+        if self.max_positions and q_ids.shape[1] + c.max_new_tokens > self.max_positions:
+            raise ConfigError(
+                "max_new_tokens", c.max_new_tokens,
+                f"prompts of {q_ids.shape[1]} tokens plus max_new_tokens exceed the student's {self.max_positions} positions; "
+                "lower max_prompt_length or max_new_tokens",
+            )
 
         t0 = self._timer()
         gen = self._generation_kwargs()
@@ -668,7 +677,8 @@ class CustomPPOTrainer:
         t0 = self._timer()
         stream_step = self._steps_of_kind_before(self.global_step, "clm")
         batch_texts = [texts[i] for i in self._stream("clm", len(texts), stream_step)]
-        enc = self.tokenizer(batch_texts, truncation=True, max_length=c.max_prompt_length + c.max_new_tokens, padding=True, padding_side="right", return_tensors="pt")
+        max_length = min(c.max_prompt_length + c.max_new_tokens, self.max_positions or math.inf)
+        enc = self.tokenizer(batch_texts, truncation=True, max_length=max_length, padding=True, padding_side="right", return_tensors="pt")
         ids, attn = enc["input_ids"].to(device), enc["attention_mask"].to(device)
         pos = (attn.cumsum(-1) - 1).clamp(min=0)
         self.model.train()
