@@ -32,12 +32,14 @@ def load_components(config: CustomPPOConfig) -> tuple[Any, Any, Any, list[str], 
     prompts). The evaluator is the bundle's when the student is the bundle's (it shares the tokenizer).
     """
     from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
     from tnd_core.data.prompts import load_prompts
     from tnd_core.models import load_reward_model, load_student, load_teacher
 
     sources = (config.teacher_name_or_path, config.student_name_or_path, config.reward_model_name_or_path, config.dataset_name_or_path)
-    with PartialState().main_process_first():
+    # The same CPU switch as accelerate's own state, so that `ACCELERATE_USE_CPU=true torchrun ...` runs on gloo.
+    with PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU")).main_process_first():
         paths = None
         if any(_is_bundle(s) for s in sources):
             from tnd_core.data.bundle import ensure_bundle
