@@ -157,7 +157,7 @@ def test_one_teacher_forward_serves_kl_and_distillation_across_epochs(tmp_path, 
 
 def test_full_tnd_step_reports_every_loss(tmp_path, tok):
     trainer = build(tmp_path, tok, steps=1, use_teacher_demos=True, demo_score="0.75", clm_coef=0.5, entropy_coef=0.01,
-                    divergence="jsd", distill_temperature=2.0, reward_shaping="sub", shaping_baseline=0.1)
+                    divergence="jsd", distill_temperature=2.0, reward_shaping="sub", shaping_baseline=0.1, optimize_device_cache=True)
     stats = trainer.train()["stats"]
     assert stats["env/demo_reward_mean"] == pytest.approx(0.75)
     assert stats["ppo/loss/distill"] > 0 and stats["ppo/loss/clm"] > 0
@@ -308,6 +308,14 @@ def test_nan_scores_are_reported_against_the_reward_model(tmp_path, tok):
 
     with pytest.raises(TrainingDiverged, match="reward_model"):
         build(tmp_path, tok, reward=NanReward(), steps=1).train()
+
+
+def test_patience_ends_the_run_when_the_reward_stops_improving(tmp_path, tok):
+    seen = Recorder()
+    result = build(tmp_path, tok, reward=ConstantReward(), callbacks=[seen], steps=10, patience=2).train()
+    # step 1 sets the best reward (0); steps 2 and 3 don't beat it
+    assert result["state"] == "early_stopped" and result["step"] == 3
+    assert seen.states() == ["started", "early_stopped"] and (tmp_path / "run/checkpoint-3").is_dir()
 
 
 def test_a_failing_subscriber_does_not_stop_training(tmp_path, tok):
