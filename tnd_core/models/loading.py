@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +48,7 @@ def load_tokenizer(name_or_path: str | Path, trust_remote_code: bool = False, fi
 def _bundle_paths() -> Any:
     from tnd_core.data.bundle import ensure_bundle
 
-    return ensure_bundle(size=os.environ.get("TND_BUNDLE_SIZE", "default"))
+    return ensure_bundle()
 
 
 def _resolve(source: str, role: str) -> tuple[Path | str, Path | str | None]:

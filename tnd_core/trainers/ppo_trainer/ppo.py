@@ -799,7 +799,8 @@ class CustomPPOTrainer:
         self.model.train(was_training)
         self._emit(EvalEvent(self.global_step, metrics))
         with open(Path(self.config.output_dir) / METRICS_FILE, "a") as f:
-            f.write(json.dumps({"step": self.global_step, **{f"eval/{k}": v for k, v in metrics.items()}}) + "\n")
+            row = {k if k.startswith("eval/") else f"eval/{k}": v for k, v in metrics.items()}
+            f.write(json.dumps({"step": self.global_step, **row}) + "\n")
 
     def _fail(self, exc: BaseException) -> None:
         message = str(exc) if isinstance(exc, TndError) else f"{type(exc).__name__}: {exc}"
