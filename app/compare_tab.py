@@ -127,7 +127,7 @@ def highlight(tokens: list[tuple[str, float]]) -> list[tuple[str, float]]:
 
 
 def eval_prompts(ctx: AppContext, limit: int = 30, words: int = 3) -> list[str]:
-    """Prompts from the bundle's held-out sentences: the first few words of each."""
+    """Prompts of the bundle's held-out sentences (their `prompt`, else their first few words)."""
     paths = ctx.bundle.paths if ctx.bundle.ready else None
     path = Path(getattr(paths, "eval", "") or "")
     if not path.is_file():
@@ -136,8 +136,8 @@ def eval_prompts(ctx: AppContext, limit: int = 30, words: int = 3) -> list[str]:
     with path.open() as handle:
         for line in handle:
             record = json.loads(line)
-            text = record.get("text") or record.get("sentence") or next((v for v in record.values() if isinstance(v, str)), "")
-            head = " ".join(text.split()[:words])
+            text = record.get("prompt") or " ".join(str(record.get("text", "")).split()[:words])
+            head = text.strip()
             if head and head not in prompts:
                 prompts.append(head)
             if len(prompts) >= limit:

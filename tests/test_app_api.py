@@ -11,7 +11,8 @@ from app_server import running_app
 
 pytestmark = pytest.mark.slow
 
-RUN = "steps: 400\nlogging_steps: 1\nsave_steps: 0\noutput_dir: api-run\n"
+# small steps on the tiny bundle: the test is about control, the engine's tests are about learning
+RUN = "steps: 400\nbatch_size: 4\nmini_batch_size: 4\nppo_epochs: 1\nmax_new_tokens: 8\nlogging_steps: 1\neval_steps: 0\nsave_steps: 0\noutput_dir: api-run\n"
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -196,3 +197,31 @@ def test_request_errors_reach_the_caller_not_the_training(config):
         runner.run_between_steps(lambda t: 1 / 0)
     assert runner.join(10)
     assert runner.store.state == "completed"
+
+
+@pytest.mark.slow
+def test_real_run_on_the_tiny_bundle_learns_and_compares(tiny_bundle, tmp_path):
+    from app.compare_tab import run_compare
+    from app.ui import make_context
+
+    ctx = make_context()  # the app's runner: bundle-aware factory around tnd_core.pipeline.build_trainer
+    steps = 6
+    config = ctx.initial_config().replace(
+        steps=steps, batch_size=8, mini_batch_size=4, ppo_epochs=2, max_new_tokens=8, learning_rate=3e-3,
+        output_dir=str(tmp_path / "real"), save_steps=0, logging_steps=1, eval_steps=0,
+    )
+    ctx.runner.start(config, "alice")
+    assert ctx.runner.join(300)
+    snap = ctx.runner.store.snapshot()
+    assert snap.state == "completed", snap.error
+    assert snap.steps == list(range(1, steps + 1))
+    kl = snap.stats["distill/teacher_student_kl"]
+    assert (kl[-1] + kl[-2]) / 2 < 0.8 * kl[0], kl  # distillation pulls the student towards the teacher
+    assert snap.rollout and snap.rollout[0].demo is not None
+    assert snap.checkpoint and Path(snap.checkpoint).is_dir()
+    assert f"step {steps}/{steps}" in (tmp_path / "real" / "train.log").read_text()
+
+    result, who = run_compare(ctx, "the", config, seed=1)  # after the run: the trained student, at once
+    assert who == f"student of the current run at step {steps}"
+    assert result.teacher.text and isinstance(result.student.score, float)
+    assert (result.mean_kl is None) == (result.tokens == [])  # an empty continuation has no per-token KL
