@@ -1,0 +1,432 @@
+"""Reward-model training: pairwise preferences (TRL's RewardTrainer) or pointwise targets.
+
+- pairwise: (chosen, rejected) text pairs; Bradley-Terry loss via `trl.RewardTrainer`.
+- regression: (text, number), one output trained with MSE (the paper's stage regressor).
+- classification: (text, class), cross-entropy over the classes.
+
+Texts are tokenised exactly as `tnd_core.models.RewardModel.score_texts` tokenises them at PPO time
+(the tokenizer's own special tokens, no extra EOS), so scores at use time match training.
+Data: a `datasets.Dataset`, a local CSV / JSONL / JSON file, a local dataset folder or a hub id.
+The model and its tokenizer are written with `save_pretrained`; `reward_training.json` beside them
+records the mode, columns and held-out metrics.
+
+Torch, transformers and TRL are imported inside functions: `tnd --help` builds this module's
+argument parser and should stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tnd_core.errors import ConfigError, TndError
+
+logger = logging.getLogger(__name__)
+
+MODES = ("pairwise", "regression", "classification")
+SCRATCH = "scratch"
+RESULT_FILE = "reward_training.json"
+
+
+@dataclass
+class RewardTrainingResult:
+    """Where the model was saved and its held-out metrics (pairwise: accuracy; regression: pearson, mse; classification: accuracy)."""
+
+    output_dir: Path
+    mode: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    train_size: int = 0
+    eval_size: int = 0
+
+
+# ---------------------------------------------------------------------- data
+def _columns_for(mode: str, text_column: str, label_column: str, chosen_column: str, rejected_column: str) -> dict[str, str]:
+    """Canonical column name -> user's column name."""
+    if mode == "pairwise":
+        return {"chosen": chosen_column, "rejected": rejected_column}
+    return {"text": text_column, "label": label_column}
+
+
+def _load_dataset(data: Any, what: str) -> Any:
+    import datasets
+
+    if isinstance(data, datasets.Dataset):
+        return data
+    if isinstance(data, datasets.DatasetDict):
+        if "train" not in data:
+            raise ConfigError(what, list(data), "a DatasetDict must have a 'train' split")
+        return data["train"]
+    if not isinstance(data, (str, Path)) or not str(data).strip():
+        raise ConfigError(what, data, "must be a datasets.Dataset, a local CSV/JSONL/JSON file, a dataset folder or a hub dataset id")
+    from tnd_core.data.prompts import TABLE_SUFFIXES, read_table
+
+    path = Path(data).expanduser()
+    if path.suffix.lower() in TABLE_SUFFIXES:
+        return datasets.Dataset.from_pandas(read_table(path), preserve_index=False)
+    try:
+        return datasets.load_dataset(str(data), split="train")
+    except Exception as exc:  # datasets raises many types (missing repo, offline mode, bad files)
+        raise TndError(f"{what}: could not load dataset {str(data)!r} (train split): {exc}") from None
+
+
+def load_reward_data(
+    data: Any,
+    mode: str,
+    *,
+    text_column: str = "text",
+    label_column: str = "label",
+    chosen_column: str = "chosen",
+    rejected_column: str = "rejected",
+    what: str = "data",
+) -> Any:
+    """A `datasets.Dataset` with canonical columns (chosen/rejected, or text/label) from any supported source.
+
+    Raises ConfigError naming every missing column and listing the columns that exist.
+    """
+    if mode not in MODES:
+        raise ConfigError("mode", mode, f"must be one of {', '.join(MODES)}")
+    dataset = _load_dataset(data, what)
+    wanted = _columns_for(mode, text_column, label_column, chosen_column, rejected_column)
+    missing = [user for user in wanted.values() if user not in dataset.column_names]
+    if missing:
+        flags = {user: f"{canonical}_column" for canonical, user in wanted.items()}
+        raise ConfigError(
+            flags[missing[0]],
+            missing[0],
+            f"missing column(s) {', '.join(repr(m) for m in missing)} in {what} for {mode} training; "
+            f"the data has columns: {', '.join(dataset.column_names) or '(none)'}",
+        )
+    dataset = dataset.select_columns(list(wanted.values()))
+    renames = {user: canonical for canonical, user in wanted.items() if user != canonical}
+    if renames:
+        dataset = dataset.rename_columns(renames)
+    if len(dataset) == 0:
+        raise TndError(f"{what} has no rows")
+    return dataset
+
+
+# ---------------------------------------------------------------------- models
+def small_bert_classifier(tokenizer: Any, num_labels: int = 1, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4, max_positions: int = 64, seed: int = 0) -> Any:
+    """A small BERT-style sequence classifier initialised from scratch for `tokenizer`'s vocabulary."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        intermediate_size=4 * hidden_size,
+        max_position_embeddings=max_positions,
+        type_vocab_size=1,
+        pad_token_id=tokenizer.pad_token_id,
+        num_labels=num_labels,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    torch.manual_seed(seed)
+    return BertForSequenceClassification(config)
+
+
+def _load_tokenizer(source: Any) -> Any:
+    if source is None or not isinstance(source, (str, Path)):
+        return source
+    from tnd_core.models.loading import load_tokenizer
+
+    if str(source) == "bundle":
+        from tnd_core.data.bundle import ensure_bundle
+
+        source = ensure_bundle().tokenizer
+    return load_tokenizer(source, field="tokenizer")
+
+
+def _prepare_model(model: Any, tokenizer: Any, mode: str, num_labels: int, label_names: list[str] | None) -> tuple[Any, Any]:
+    if isinstance(model, (str, Path)) and str(model) == SCRATCH:
+        if tokenizer is None:
+            raise ConfigError("tokenizer", None, f"is required with model={SCRATCH!r}: a tokenizer folder, a hub id or 'bundle'")
+        model = small_bert_classifier(tokenizer, num_labels=num_labels)
+    elif isinstance(model, (str, Path)):
+        from tnd_core.models.loading import load_sequence_classifier
+
+        extra: dict[str, Any] = {"num_labels": num_labels}
+        if mode == "regression":
+            extra["problem_type"] = "regression"
+        model_source = model
+        model = load_sequence_classifier(model_source, field="model", ignore_mismatched_sizes=True, **extra)
+        tokenizer = tokenizer if tokenizer is not None else _load_tokenizer(model_source)
+    if tokenizer is None:
+        raise ConfigError("tokenizer", None, "is required when the model is given as an object")
+    if getattr(model.config, "num_labels", None) != num_labels:
+        raise ConfigError("model", type(model).__name__, f"has num_labels={model.config.num_labels}; {mode} training needs {num_labels}")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if mode == "regression":
+        model.config.problem_type = "regression"
+    if mode == "classification":
+        model.config.problem_type = "single_label_classification"
+        model.config.id2label = dict(enumerate(label_names or []))
+        model.config.label2id = {name: i for i, name in enumerate(label_names or [])}
+    return model, tokenizer
+
+
+# ---------------------------------------------------------------------- training
+def _validate(mode: str, epochs: float, max_steps: int, learning_rate: float, batch_size: int, eval_fraction: float, max_length: int) -> None:
+    if mode not in MODES:
+        raise ConfigError("mode", mode, f"must be one of {', '.join(MODES)}")
+    if not (epochs > 0 and math.isfinite(epochs)):
+        raise ConfigError("epochs", epochs, "must be a number > 0")
+    if not (isinstance(max_steps, int) and (max_steps == -1 or max_steps > 0)):
+        raise ConfigError("max_steps", max_steps, "must be a positive integer, or -1 to train for `epochs`")
+    if not (learning_rate > 0 and math.isfinite(learning_rate)):
+        raise ConfigError("learning_rate", learning_rate, "must be a number > 0")
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ConfigError("batch_size", batch_size, "must be an integer >= 1")
+    if not 0 <= eval_fraction < 1:
+        raise ConfigError("eval_fraction", eval_fraction, "must be in [0, 1)")
+    if not (isinstance(max_length, int) and max_length >= 2):
+        raise ConfigError("max_length", max_length, "must be an integer >= 2")
+
+
+def _split(dataset: Any, eval_data: Any, eval_fraction: float, seed: int, load: Any) -> tuple[Any, Any]:
+    if eval_data is not None:
+        return dataset, load(eval_data, "eval_data")
+    if eval_fraction == 0 or len(dataset) < 4:
+        return dataset, None
+    parts = dataset.train_test_split(test_size=eval_fraction, seed=seed)
+    return parts["train"], parts["test"]
+
+
+def _label_names(train: Any, eval_set: Any) -> list[str]:
+    values = set(train["label"]) | (set(eval_set["label"]) if eval_set is not None else set())
+    return sorted(map(str, values), key=lambda v: (not v.lstrip("-").isdigit(), int(v) if v.lstrip("-").isdigit() else 0, v))
+
+
+def _training_arguments(cls: Any, output_dir: Path, epochs: float, max_steps: int, learning_rate: float, batch_size: int, seed: int, show_progress: bool, **extra: Any) -> Any:
+    return cls(
+        output_dir=str(output_dir / "trainer_state"),
+        num_train_epochs=epochs,
+        max_steps=max_steps,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=max(batch_size, 64),
+        learning_rate=learning_rate,
+        lr_scheduler_type="linear",
+        warmup_steps=0.05,
+        weight_decay=0.01,
+        logging_steps=50,
+        save_strategy="no",
+        report_to=[],
+        disable_tqdm=not show_progress,
+        seed=seed,
+        dataloader_num_workers=0,
+        **extra,
+    )
+
+
+def _pearson(x: list[float], y: list[float]) -> float:
+    import numpy as np
+
+    if len(x) < 2 or np.std(x) == 0 or np.std(y) == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def train_reward_model(
+    model: Any,
+    data: Any,
+    output_dir: str | Path,
+    *,
+    mode: str = "pairwise",
+    tokenizer: Any = None,
+    eval_data: Any = None,
+    eval_fraction: float = 0.1,
+    text_column: str = "text",
+    label_column: str = "label",
+    chosen_column: str = "chosen",
+    rejected_column: str = "rejected",
+    epochs: float = 1.0,
+    max_steps: int = -1,
+    learning_rate: float = 1e-4,
+    batch_size: int = 16,
+    max_length: int = 128,
+    seed: int = 0,
+    callbacks: list[Any] | None = None,
+    show_progress: bool = True,
+) -> RewardTrainingResult:
+    """Train a reward model and save it (model + tokenizer) with `save_pretrained` under `output_dir`.
+
+    `model`: a hub id or local folder (loaded as a sequence classifier; a causal LM gets a new head),
+    a model object, or 'scratch' for a small BERT built for `tokenizer`. `tokenizer`: an object, a
+    folder / hub id, 'bundle', or None to use the model's. `data` / `eval_data`: see
+    `load_reward_data`; without `eval_data`, `eval_fraction` of `data` is held out for the metrics.
+    `callbacks`: transformers `TrainerCallback`s (progress, early stopping).
+    """
+    _validate(mode, epochs, max_steps, learning_rate, batch_size, eval_fraction, max_length)
+    output_dir = Path(output_dir)
+    columns = dict(text_column=text_column, label_column=label_column, chosen_column=chosen_column, rejected_column=rejected_column)
+
+    def load(source: Any, what: str) -> Any:
+        return load_reward_data(source, mode, what=what, **columns)
+
+    train_set, eval_set = _split(load(data, "data"), eval_data, eval_fraction, seed, load)
+    label_names = _label_names(train_set, eval_set) if mode == "classification" else None
+    if label_names is not None and len(label_names) < 2:
+        raise ConfigError(label_column, label_names, "classification needs at least two distinct labels")
+    num_labels = len(label_names) if label_names else 1
+    model, tokenizer = _prepare_model(model, _load_tokenizer(tokenizer), mode, num_labels, label_names)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    if mode == "pairwise":
+        trainer = _pairwise_trainer(model, tokenizer, train_set, eval_set, output_dir, epochs, max_steps, learning_rate, batch_size, max_length, seed, callbacks, show_progress)
+    else:
+        trainer = _pointwise_trainer(model, tokenizer, train_set, eval_set, output_dir, mode, label_names, epochs, max_steps, learning_rate, batch_size, max_length, seed, callbacks, show_progress)
+    if not show_progress:
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+    trainer.train()
+    metrics = _held_out_metrics(trainer, mode, eval_set) if eval_set is not None else {}
+
+    trainer.model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    result = RewardTrainingResult(output_dir, mode, metrics, len(train_set), len(eval_set) if eval_set is not None else 0)
+    summary = {"mode": mode, "columns": columns, "metrics": metrics, "train_size": result.train_size, "eval_size": result.eval_size}
+    (output_dir / RESULT_FILE).write_text(json.dumps(summary, indent=2))
+    _remove_tree(output_dir / "trainer_state")
+    logger.info("reward model (%s) saved to %s; held-out %s", mode, output_dir, metrics)
+    return result
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _tokenize(tokenizer: Any, texts: list[str], max_length: int) -> list[list[int]]:
+    return tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+
+
+def _pairwise_trainer(model, tokenizer, train_set, eval_set, output_dir, epochs, max_steps, learning_rate, batch_size, max_length, seed, callbacks, show_progress):
+    from trl import RewardConfig, RewardTrainer
+
+    def tokenized(dataset: Any) -> Any:
+        # Pre-tokenised columns make RewardTrainer skip its own EOS appending (see the module docstring).
+        return dataset.map(
+            lambda batch: {"chosen_ids": _tokenize(tokenizer, batch["chosen"], max_length), "rejected_ids": _tokenize(tokenizer, batch["rejected"], max_length)},
+            batched=True,
+            remove_columns=["chosen", "rejected"],
+        )
+
+    args = _training_arguments(
+        RewardConfig, output_dir, epochs, max_steps, learning_rate, batch_size, seed, show_progress,
+        bf16=False, gradient_checkpointing=False, max_length=max_length, eval_strategy="no",
+    )
+    return RewardTrainer(
+        model=model,
+        args=args,
+        train_dataset=tokenized(train_set),
+        eval_dataset=tokenized(eval_set) if eval_set is not None else None,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+
+
+def _pointwise_trainer(model, tokenizer, train_set, eval_set, output_dir, mode, label_names, epochs, max_steps, learning_rate, batch_size, max_length, seed, callbacks, show_progress):
+    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+    def target(value: Any) -> Any:
+        if mode == "classification":
+            return label_names.index(str(value))
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError("label_column", value, "regression targets must be numbers") from None
+        if not math.isfinite(number):
+            raise ConfigError("label_column", value, "regression targets must be finite numbers")
+        return number
+
+    def tokenized(dataset: Any) -> Any:
+        return dataset.map(
+            lambda batch: {"input_ids": _tokenize(tokenizer, batch["text"], max_length), "labels": [target(v) for v in batch["label"]]},
+            batched=True,
+            remove_columns=["text", "label"],
+        )
+
+    args = _training_arguments(TrainingArguments, output_dir, epochs, max_steps, learning_rate, batch_size, seed, show_progress, eval_strategy="no")
+    return Trainer(
+        model=model,
+        args=args,
+        train_dataset=tokenized(train_set),
+        eval_dataset=tokenized(eval_set) if eval_set is not None else None,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+
+
+def _held_out_metrics(trainer: Any, mode: str, eval_set: Any) -> dict[str, float]:
+    if mode == "pairwise":
+        metrics = trainer.evaluate()
+        return {"accuracy": float(metrics["eval_accuracy"]), "margin": float(metrics["eval_margin"])}
+    output = trainer.predict(trainer.eval_dataset)
+    predictions, labels = output.predictions, output.label_ids
+    if mode == "regression":
+        scores = predictions.reshape(-1).tolist()
+        targets = labels.reshape(-1).tolist()
+        mse = sum((s - t) ** 2 for s, t in zip(scores, targets)) / len(targets)
+        return {"pearson": _pearson(scores, targets), "mse": float(mse)}
+    return {"accuracy": float((predictions.argmax(-1) == labels).mean())}
+
+
+# ---------------------------------------------------------------------- CLI
+def add_reward_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `tnd reward`."""
+    parser.add_argument("--mode", default="pairwise", choices=MODES, help="pairwise: chosen/rejected pairs (TRL RewardTrainer); regression or classification: text + target.")
+    parser.add_argument("--model", required=True, help=f"Hub id or local folder to start from, or '{SCRATCH}' for a small BERT built for --tokenizer.")
+    parser.add_argument("--tokenizer", default=None, help="Tokenizer folder or hub id, or 'bundle' (default: the model's own).")
+    parser.add_argument("--data", required=True, help="Training data: CSV, JSONL or JSON file, a dataset folder or a hub dataset id.")
+    parser.add_argument("--eval_data", default=None, help="Held-out data (default: --eval_fraction of --data).")
+    parser.add_argument("--eval_fraction", type=float, default=0.1, help="Share of --data held out for the metrics when --eval_data is not given.")
+    parser.add_argument("--output_dir", required=True, help="Folder the model and tokenizer are saved to.")
+    parser.add_argument("--text_column", default="text", help="Column with the text (pointwise modes).")
+    parser.add_argument("--label_column", default="label", help="Column with the target number or class (pointwise modes).")
+    parser.add_argument("--chosen_column", default="chosen", help="Column with the preferred text (pairwise).")
+    parser.add_argument("--rejected_column", default="rejected", help="Column with the rejected text (pairwise).")
+    parser.add_argument("--epochs", type=float, default=1.0, help="Passes over the training data.")
+    parser.add_argument("--max_steps", type=int, default=-1, help="Optimizer steps; -1 trains for --epochs.")
+    parser.add_argument("--learning_rate", type=float, default=1e-4, help="Learning rate (AdamW, linear decay).")
+    parser.add_argument("--batch_size", type=int, default=16, help="Examples (pairs in pairwise mode) per step.")
+    parser.add_argument("--max_length", type=int, default=128, help="Texts are truncated to this many tokens.")
+    parser.add_argument("--seed", type=int, default=0, help="Random seed.")
+
+
+def run_reward_cli(args: argparse.Namespace) -> int:
+    """`tnd reward`: train, save, print the held-out metrics."""
+    result = train_reward_model(
+        args.model,
+        args.data,
+        args.output_dir,
+        mode=args.mode,
+        tokenizer=args.tokenizer,
+        eval_data=args.eval_data,
+        eval_fraction=args.eval_fraction,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        chosen_column=args.chosen_column,
+        rejected_column=args.rejected_column,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        seed=args.seed,
+    )
+    held_out = ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items()) or "no held-out data"
+    print(f"reward model ({result.mode}) saved to {result.output_dir}: {held_out}")
+    return 0
