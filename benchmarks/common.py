@@ -40,6 +40,17 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
 
 
+def set_threads(n: int | None) -> None:
+    """Pin torch's CPU threads (and OpenMP's, for subprocesses). On a shared 2-core machine, 2 threads
+    that must wait for a busy core can be many times slower than 1: pin them when others run too."""
+    if n is None:
+        return
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    torch.set_num_threads(n)
+
+
 def machine() -> dict[str, Any]:
     """CPU model and cores, memory, accelerator, library versions and the date of the run."""
     import torch

@@ -9,7 +9,8 @@ A step is one generation batch end to end: sample, score, then every optimizer u
 the TRL trainers that is `steps_per_generation * num_iterations / gradient_accumulation_steps`
 optimizer steps, timed from one such boundary to the next by a TrainerCallback, as our StepEvents
 time ours; the first step of each run is warm-up and not counted. Runs are interleaved (A B C A B C
-...) so machine drift hits every trainer alike, and ratios are taken between runs of the same round.
+...; the order rotates each round) so machine drift hits every trainer alike, and ratios are taken
+between runs of the same round.
 
   python -m benchmarks.throughput                            # ~15 min on 2 CPU cores; writes docs/
   python -m benchmarks.throughput --quick --out-dir /tmp/b   # seconds: the smoke test
@@ -35,10 +36,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from benchmarks.common import DOCS, command_line, machine, machine_line, quiet_libraries, summary, table, write_report
+from benchmarks.common import DOCS, command_line, machine, machine_line, quiet_libraries, set_threads, summary, table, write_report
+from tnd_core.data.bundle import SIZES as BUNDLE_SIZES
 
-STUDENT = {"n_layer": 2, "n_embd": 128, "n_head": 4}
-TEACHER = {"n_layer": 4, "n_embd": 256, "n_head": 4}
+
+def _shape(spec: Any) -> dict[str, int]:
+    return {"n_layer": spec.n_layer, "n_embd": spec.n_embd, "n_head": spec.n_head}
+
+
+# The default bundle's student and teacher shapes (positions widened to fit 64-token responses).
+STUDENT = _shape(BUNDLE_SIZES["default"].student)
+TEACHER = _shape(BUNDLE_SIZES["default"].teacher)
 PROMPT_WORDS = 3
 LEARNING_RATE = 1e-5
 
@@ -93,7 +101,7 @@ def build_models(root: Path, n_prompts: int = 256) -> Models:
 
     torch.manual_seed(0)
     tok = build_tokenizer()
-    base = {"vocab_size": len(tok), "n_positions": 256, "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
+    base = {"vocab_size": len(tok), "n_positions": 128, "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
     paths = {name: root / name for name in ("student", "teacher", "reward")}
     GPT2LMHeadModel(GPT2Config(**base, **STUDENT)).save_pretrained(paths["student"])
     GPT2LMHeadModel(GPT2Config(**base, **TEACHER)).save_pretrained(paths["teacher"])
@@ -336,7 +344,7 @@ def compare(models: Models, scenario: str, work: Work, reps: int, warmup: int, s
     for rep in range(reps + (1 if on_gpu else 0)):
         clocked = not on_gpu or rep == reps
         runs = {}
-        for c in entrants:
+        for c in entrants[rep % len(entrants) :] + entrants[: rep % len(entrants)]:  # rotate who goes first
             with ComputeClock() if clocked else contextlib.nullcontext() as clock:
                 runs[c.key] = c.run(work, warmup, steps, rep, clock)
             if clocked:
@@ -462,7 +470,7 @@ def render(data: dict[str, Any]) -> str:
         "",
         f"Command: `{data['command']}`",
         "",
-        f"Models: GPT-2 student {STUDENT}, teacher {TEACHER}, reward model = student-sized GPT-2 classifier; baby-language "
+        f"Models: the default bundle's shapes, GPT-2 student {STUDENT}, teacher {TEACHER}; reward model = student-sized GPT-2 classifier; baby-language "
         f"word-level tokenizer ({data['vocab_size']} tokens); random init, saved and loaded with `from_pretrained`. "
         f"Prompts: {PROMPT_WORDS} words ({data['prompt_tokens']} tokens with BOS). fp32. {data['reps']} interleaved rounds, "
         f"{data['warmup']} warm-up step + {data['steps']} timed steps per run.",
@@ -522,10 +530,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scaling-steps", type=int, default=2)
     parser.add_argument("--no-scaling", action="store_true")
     parser.add_argument("--quick", action="store_true", help="tiny budget for the smoke test")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice); 1 is steadier on a shared machine")
     parser.add_argument("--out-dir", default=str(DOCS))
     parser.add_argument("--point", nargs=5, metavar=("MODELS", "BATCH", "LENGTH", "PASSES", "STEPS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     quiet_libraries()
+    set_threads(args.threads)
 
     if args.point:
         root, batch, length, passes, steps = args.point

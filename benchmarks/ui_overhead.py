@@ -1,0 +1,249 @@
+"""UI overhead: the same short run headless and inside the app with a browser tab open on the Train tab.
+
+Headless is what `tnd train` runs (`tnd_core.pipeline.run_training`), in this process, with no server
+and no browser. UI is `python app.py` in a subprocess, headless Chromium (Playwright) on the Train
+tab, Start clicked in the page and the live plots polling. Both use the app's starting config (the
+defaults overlaid with the bundle's recommended values) with `steps` and `output_dir` changed, and
+alternate, headless then UI, so background load hits both alike.
+
+Measured: the trainer's own steps/s (StepEvent `elapsed_s` at the last step; the app reports the same
+number through its `training_status` API), the time from the Start click to the first plotted point
+(headless: from the call to the first step), and the time from the Stop click to the page showing
+the job stopped (the current step finishes and a checkpoint is written first).
+
+  python -m benchmarks.ui_overhead                            # ~5 min on 2 CPU cores; writes docs/
+  python -m benchmarks.ui_overhead --quick --out-dir /tmp/u   # the smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from benchmarks.common import DOCS, command_line, machine, machine_line, quiet_libraries, set_threads, summary, table, write_report
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+VIEWPORT = {"width": 1400, "height": 1000}
+PLOT_POINTS_JS = """(id) => {
+  const div = document.querySelector(`#${id} .js-plotly-plot`);
+  return div && div.data ? div.data.reduce((n, t) => n + (t.x ? t.x.length : 0), 0) : 0;
+}"""
+
+
+def start_config(steps: int, output_dir: str) -> Any:
+    """The app's starting config (defaults + the bundle's recommended values) with steps and output_dir set."""
+    from tnd_core.config import CustomPPOConfig
+    from tnd_core.data.bundle import ensure_bundle
+
+    paths = ensure_bundle(size=os.environ.get("TND_BUNDLE_SIZE") or None)
+    values = CustomPPOConfig().to_dict()
+    if getattr(paths, "config", None) and Path(paths.config).is_file():
+        values.update(CustomPPOConfig.load(paths.config).to_dict())
+    return CustomPPOConfig.from_dict({**values, "steps": steps, "output_dir": output_dir})
+
+
+def headless_run(steps: int, output_dir: str) -> dict[str, float]:
+    """`run_training` on the starting config: steps/s and call-to-first-step seconds."""
+    from tnd_core.events import StepEvent
+    from tnd_core.pipeline import run_training
+
+    config = start_config(steps, output_dir)
+    seen: dict[str, float] = {}
+    started = time.monotonic()
+
+    def on_event(event: Any) -> None:
+        if isinstance(event, StepEvent):
+            seen.setdefault("first_step_s", time.monotonic() - started)
+            seen["step"], seen["elapsed_s"] = event.step, event.elapsed_s
+
+    result = run_training(config, callbacks=[on_event])
+    if result["state"] != "completed":
+        raise RuntimeError(f"headless run ended {result['state']}")
+    return {"steps": seen["step"], "train_s": seen["elapsed_s"], "steps_per_s": seen["step"] / seen["elapsed_s"], "start_to_first_s": seen["first_step_s"]}
+
+
+# ---------------------------------------------------------------------- the app in a browser
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_app(workdir: Path, timeout_s: float = 300.0) -> Iterator[str]:
+    """`python app.py` in `workdir` on a free port; yields its URL once it answers. Output goes to app.log."""
+    port = _free_port()
+    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    url = f"http://127.0.0.1:{port}/"
+    log_path = workdir / "app.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, str(REPO / "app.py")], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"app.py exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+                try:
+                    with urllib.request.urlopen(url, timeout=2):
+                        break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"app.py did not answer within {timeout_s:g} s") from None
+                    time.sleep(0.5)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def _wait(predicate: Any, timeout_s: float, what: str, poll_s: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s:g} s waiting for {what}")
+        time.sleep(poll_s)
+
+
+def _open_train_tab(browser: Any, url: str, steps: int, output_dir: str) -> Any:
+    """A fresh page with steps and output_dir set on the Config tab, showing the Train tab."""
+    page = browser.new_page(viewport=VIEWPORT)
+    page.goto(url)
+    page.wait_for_selector("#load-models", timeout=120_000)
+    page.get_by_role("tab", name="Config").click()
+    for field, value in (("steps", str(steps)), ("output_dir", output_dir)):
+        box = page.locator(f"#cfg-{field}").locator("input, textarea").first
+        box.fill(value)
+        box.press("Tab")
+    page.wait_for_function("() => document.querySelector('#config-check').innerText.includes('Config OK')", timeout=30_000)
+    page.get_by_role("tab", name="Train").click()
+    page.wait_for_selector("#btn-start")
+    return page
+
+
+def _status_text(page: Any) -> str:
+    return page.locator("#train-status").inner_text()
+
+
+def ui_run(browser: Any, client: Any, url: str, steps: int, output_dir: str, timeout_s: float) -> dict[str, float]:
+    """Click Start, time the first plotted point, wait for completion; steps/s from the app's status API."""
+    page = _open_train_tab(browser, url, steps, output_dir)
+    clicked = time.monotonic()
+    page.locator("#btn-start").click()
+    _wait(lambda: page.evaluate(PLOT_POINTS_JS, "plot-reward") > 0, timeout_s, "the first plotted point")
+    first_point = time.monotonic() - clicked
+    page.wait_for_function("() => document.querySelector('#train-status').innerText.startsWith('Completed')", timeout=timeout_s * 1000)
+    status = client.predict(api_name="/training_status")
+    page.close()
+    return {"steps": status["step"], "train_s": status["elapsed_s"], "steps_per_s": status["step"] / status["elapsed_s"], "start_to_first_s": first_point}
+
+
+def ui_stop(browser: Any, client: Any, url: str, after_steps: int, output_dir: str, timeout_s: float) -> dict[str, float]:
+    """Start a long run, click Stop once `after_steps` steps show, time until the page says it stopped."""
+    page = _open_train_tab(browser, url, 100_000, output_dir)
+    page.locator("#btn-start").click()
+    step_of = lambda: int(page.locator("#train-progress").get_attribute("data-step") or 0)  # noqa: E731
+    _wait(lambda: step_of() >= after_steps and page.locator("#btn-stop").is_enabled(), timeout_s, f"{after_steps} steps")
+    clicked = time.monotonic()
+    page.locator("#btn-stop").click()
+    page.wait_for_function("() => document.querySelector('#train-status').innerText.startsWith('Stopped')", timeout=timeout_s * 1000)
+    stop_s = time.monotonic() - clicked
+    status = client.predict(api_name="/training_status")
+    page.close()
+    return {"stop_s": stop_s, "stopped_at": status["step"], "mean_step_s": status["elapsed_s"] / max(status["step"], 1)}
+
+
+# ---------------------------------------------------------------------- report
+def render(data: dict[str, Any]) -> str:
+    h, u, stops = data["headless"], data["ui"], data["stops"]
+    ratios = summary([b["steps_per_s"] / a["steps_per_s"] for a, b in zip(h, u)])
+    hr, ur = summary([r["steps_per_s"] for r in h]), summary([r["steps_per_s"] for r in u])
+    hf, uf = summary([r["start_to_first_s"] for r in h]), summary([r["start_to_first_s"] for r in u])
+    st = summary([r["stop_s"] for r in stops])
+    step_s = statistics.median(r["mean_step_s"] for r in stops)
+    rows = [
+        ["headless (`run_training`)", hr["median"], f"{hr['min']:.3g}-{hr['max']:.3g}", hr["n"], f"{hf['median']:.1f} s (call to first step)"],
+        ["app + browser on the Train tab", ur["median"], f"{ur['min']:.3g}-{ur['max']:.3g}", ur["n"], f"{uf['median']:.1f} s (Start click to first plotted point)"],
+    ]
+    c = data["config"]
+    return "\n".join([
+        f"Machine: {machine_line(data['machine'])}.",
+        "",
+        f"Command: `{data['command']}`",
+        "",
+        f"Run: the app's starting config on the `{data['bundle_size']}` bundle (batch {c['batch_size']}, "
+        f"{c['max_new_tokens']} new tokens, {c['ppo_epochs']} PPO epochs, clm_per_step {c['clm_per_step']}, "
+        f"demos {'on' if c['use_teacher_demos'] else 'off'}, distill_coef {c['distill_coef']}), {data['steps']} steps per run, "
+        f"{len(h)} interleaved rounds (headless, then app).",
+        "",
+        f"**Headline:** step rate in the app with a browser watching = **{ratios['median']:.3f}x** headless "
+        f"(median of paired rounds, {ratios['min']:.3f}-{ratios['max']:.3f}; target >= 0.95: {'met' if ratios['median'] >= 0.95 else 'not met'}). "
+        f"Start click to first plotted point: **{uf['median']:.1f} s**. Stop click to job stopped: **{st['median']:.1f} s** "
+        f"(median of {st['n']}; a step takes {step_s:.2f} s here, and Stop finishes it and writes a checkpoint first).",
+        "",
+        table(["mode", "steps/s median", "min-max", "runs", "time to first point"], rows),
+        "",
+        table(["Stop click to stopped", "s"], [["median", st["median"]], ["min", st["min"]], ["max", st["max"]], ["mean step time in those runs", step_s]]),
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=40, help="steps per rate run")
+    parser.add_argument("--reps", type=int, default=3, help="interleaved rounds (headless, app)")
+    parser.add_argument("--stop-after", type=int, default=3, help="steps before Stop is clicked")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds any one wait may take")
+    parser.add_argument("--quick", action="store_true", help="tiny budget for the smoke test")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice); 1 is steadier on a shared machine")
+    parser.add_argument("--out-dir", default=str(DOCS))
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps, args.reps, args.stop_after = 2, 1, 1
+    quiet_libraries()
+    set_threads(args.threads)
+    if not Path(CHROMIUM).exists():
+        raise SystemExit(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    from gradio_client import Client
+    from playwright.sync_api import sync_playwright
+
+    info = machine()
+    data: dict[str, Any] = {"machine": info, "command": command_line("benchmarks.ui_overhead", argv), "steps": args.steps, "headless": [], "ui": [], "stops": []}
+    with tempfile.TemporaryDirectory(prefix="tnd-ui-bench-") as tmp:
+        work = Path(tmp)
+        data["config"] = start_config(args.steps, "unused").to_dict()  # builds the bundle first if needed
+        import tnd_core.pipeline  # noqa: F401  (imports before the first timed call, as the app has them loaded)
+        import tnd_core.trainers.ppo_trainer.ppo  # noqa: F401
+        data["bundle_size"] = os.environ.get("TND_BUNDLE_SIZE") or "default"
+        with running_app(work) as url, sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            client = Client(url, verbose=False)
+            for rep in range(args.reps):
+                data["headless"].append(headless_run(args.steps, str(work / f"headless-{rep}")))
+                data["ui"].append(ui_run(browser, client, url, args.steps, f"outputs/ui-{rep}", args.timeout))
+                print(f"round {rep + 1}: headless {data['headless'][-1]['steps_per_s']:.3f} steps/s, app {data['ui'][-1]['steps_per_s']:.3f} steps/s", flush=True)
+            for rep in range(args.reps):
+                data["stops"].append(ui_stop(browser, client, url, args.stop_after, f"outputs/stop-{rep}", args.timeout))
+                print(f"stop {rep + 1}: {data['stops'][-1]['stop_s']:.2f} s", flush=True)
+            browser.close()
+    path = write_report(args.out_dir, "ui_overhead", render(data), data)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
