@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.budget, args.seeds, args.evals, args.lr_grid, args.bundle_size, args.eval_samples = 1500, 1, 2, "1e-3", "tiny", 8
     quiet_libraries()
-    set_threads(args.threads)
+    set_threads(1 if args.quick and args.threads is None else args.threads)
 
     def log(msg: str) -> None:
         print(msg, flush=True)

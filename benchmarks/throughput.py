@@ -535,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--point", nargs=5, metavar=("MODELS", "BATCH", "LENGTH", "PASSES", "STEPS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     quiet_libraries()
-    set_threads(args.threads)
+    set_threads(1 if args.quick and args.threads is None else args.threads)
 
     if args.point:
         root, batch, length, passes, steps = args.point

@@ -120,16 +120,16 @@ def _wait(predicate: Any, timeout_s: float, what: str, poll_s: float = 0.05) -> 
         time.sleep(poll_s)
 
 
-def _open_train_tab(browser: Any, url: str, steps: int, output_dir: str) -> Any:
-    """A fresh page with steps and output_dir set on the Config tab, showing the Train tab."""
+def _open_train_tab(browser: Any, url: str, steps: int) -> Any:
+    """A fresh page with `steps` set on the Config tab, showing the Train tab. Runs share the app's
+    output folder; a new run starts fresh and replaces checkpoints of the same step atomically."""
     page = browser.new_page(viewport=VIEWPORT)
     page.goto(url)
     page.wait_for_selector("#load-models", timeout=120_000)
     page.get_by_role("tab", name="Config").click()
-    for field, value in (("steps", str(steps)), ("output_dir", output_dir)):
-        box = page.locator(f"#cfg-{field}").locator("input, textarea").first
-        box.fill(value)
-        box.press("Tab")
+    box = page.locator("#cfg-steps input")
+    box.fill(str(steps))
+    box.press("Tab")
     page.wait_for_function("() => document.querySelector('#config-check').innerText.includes('Config OK')", timeout=30_000)
     page.get_by_role("tab", name="Train").click()
     page.wait_for_selector("#btn-start")
@@ -140,9 +140,9 @@ def _status_text(page: Any) -> str:
     return page.locator("#train-status").inner_text()
 
 
-def ui_run(browser: Any, client: Any, url: str, steps: int, output_dir: str, timeout_s: float) -> dict[str, float]:
+def ui_run(browser: Any, client: Any, url: str, steps: int, timeout_s: float) -> dict[str, float]:
     """Click Start, time the first plotted point, wait for completion; steps/s from the app's status API."""
-    page = _open_train_tab(browser, url, steps, output_dir)
+    page = _open_train_tab(browser, url, steps)
     clicked = time.monotonic()
     page.locator("#btn-start").click()
     _wait(lambda: page.evaluate(PLOT_POINTS_JS, "plot-reward") > 0, timeout_s, "the first plotted point")
@@ -150,12 +150,15 @@ def ui_run(browser: Any, client: Any, url: str, steps: int, output_dir: str, tim
     page.wait_for_function("() => document.querySelector('#train-status').innerText.startsWith('Completed')", timeout=timeout_s * 1000)
     status = client.predict(api_name="/training_status")
     page.close()
-    return {"steps": status["step"], "train_s": status["elapsed_s"], "steps_per_s": status["step"] / status["elapsed_s"], "start_to_first_s": first_point}
+    return {
+        "steps": status["step"], "train_s": status["elapsed_s"], "steps_per_s": status["step"] / status["elapsed_s"],
+        "start_to_first_s": first_point, "job_start_to_first_step_s": status["first_step_wall_s"],
+    }
 
 
-def ui_stop(browser: Any, client: Any, url: str, after_steps: int, output_dir: str, timeout_s: float) -> dict[str, float]:
+def ui_stop(browser: Any, client: Any, url: str, after_steps: int, timeout_s: float) -> dict[str, float]:
     """Start a long run, click Stop once `after_steps` steps show, time until the page says it stopped."""
-    page = _open_train_tab(browser, url, 100_000, output_dir)
+    page = _open_train_tab(browser, url, 100_000)
     page.locator("#btn-start").click()
     step_of = lambda: int(page.locator("#train-progress").get_attribute("data-step") or 0)  # noqa: E731
     _wait(lambda: step_of() >= after_steps and page.locator("#btn-stop").is_enabled(), timeout_s, f"{after_steps} steps")
@@ -174,11 +177,12 @@ def render(data: dict[str, Any]) -> str:
     ratios = summary([b["steps_per_s"] / a["steps_per_s"] for a, b in zip(h, u)])
     hr, ur = summary([r["steps_per_s"] for r in h]), summary([r["steps_per_s"] for r in u])
     hf, uf = summary([r["start_to_first_s"] for r in h]), summary([r["start_to_first_s"] for r in u])
+    uj = summary([r["job_start_to_first_step_s"] for r in u])
     st = summary([r["stop_s"] for r in stops])
     step_s = statistics.median(r["mean_step_s"] for r in stops)
     rows = [
         ["headless (`run_training`)", hr["median"], f"{hr['min']:.3g}-{hr['max']:.3g}", hr["n"], f"{hf['median']:.1f} s (call to first step)"],
-        ["app + browser on the Train tab", ur["median"], f"{ur['min']:.3g}-{ur['max']:.3g}", ur["n"], f"{uf['median']:.1f} s (Start click to first plotted point)"],
+        ["app + browser on the Train tab", ur["median"], f"{ur['min']:.3g}-{ur['max']:.3g}", ur["n"], f"{uf['median']:.1f} s (Start click to first plotted point; job start to first step {uj['median']:.1f} s)"],
     ]
     c = data["config"]
     return "\n".join([
@@ -215,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.steps, args.reps, args.stop_after = 2, 1, 1
     quiet_libraries()
-    set_threads(args.threads)
+    set_threads(1 if args.quick and args.threads is None else args.threads)
     if not Path(CHROMIUM).exists():
         raise SystemExit(f"{CHROMIUM} is missing: apt-get install -y chromium")
     from gradio_client import Client
@@ -234,10 +238,10 @@ def main(argv: list[str] | None = None) -> int:
             client = Client(url, verbose=False)
             for rep in range(args.reps):
                 data["headless"].append(headless_run(args.steps, str(work / f"headless-{rep}")))
-                data["ui"].append(ui_run(browser, client, url, args.steps, f"outputs/ui-{rep}", args.timeout))
+                data["ui"].append(ui_run(browser, client, url, args.steps, args.timeout))
                 print(f"round {rep + 1}: headless {data['headless'][-1]['steps_per_s']:.3f} steps/s, app {data['ui'][-1]['steps_per_s']:.3f} steps/s", flush=True)
             for rep in range(args.reps):
-                data["stops"].append(ui_stop(browser, client, url, args.stop_after, f"outputs/stop-{rep}", args.timeout))
+                data["stops"].append(ui_stop(browser, client, url, args.stop_after, args.timeout))
                 print(f"stop {rep + 1}: {data['stops'][-1]['stop_s']:.2f} s", flush=True)
             browser.close()
     path = write_report(args.out_dir, "ui_overhead", render(data), data)

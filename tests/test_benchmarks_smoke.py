@@ -65,3 +65,64 @@ def test_throughput_quick(tmp_path):
     assert data["scaling"][0]["peak_rss_mb"] > 0
     text = (tmp_path / "bench_throughput.md").read_text()
     assert "python -m benchmarks.throughput --quick" in text and "TRL GRPOTrainer" in text
+
+
+def test_threshold_crossing_interpolates_between_evaluations():
+    from benchmarks.learning import crossing
+
+    curve = [{"tokens": 0.0, "m": 0.0}, {"tokens": 100.0, "m": 0.4}, {"tokens": 200.0, "m": 0.8}]
+    assert crossing(curve, "m", 0.6, "up") == pytest.approx(150.0)
+    assert crossing(curve, "m", 0.4, "up") == pytest.approx(100.0)
+    assert crossing(curve, "m", 0.9, "up") is None
+    falling = [{"tokens": 0.0, "m": 500.0}, {"tokens": 50.0, "m": 100.0}, {"tokens": 150.0, "m": 20.0}]
+    assert crossing(falling, "m", 60.0, "down") == pytest.approx(100.0)
+    assert crossing(falling, "m", 600.0, "down") == 0.0
+
+
+def test_thresholds_lie_between_the_random_student_and_the_teacher():
+    from benchmarks.learning import thresholds
+
+    ref = {
+        "eval/grammaticality": {"init": 0.0, "teacher": 0.9},
+        "eval/words_acquired": {"init": 2.0, "teacher": 102.0},
+        "eval/perplexity": {"init": 400.0, "teacher": 4.0},
+        "eval/teacher_student_kl": {"init": 3.0, "teacher": 0.0},
+    }
+    th = thresholds(ref)
+    assert th["eval/grammaticality"][0.5] == pytest.approx(0.45)
+    assert th["eval/words_acquired"][0.8] == pytest.approx(82.0)
+    assert th["eval/perplexity"][0.5] == pytest.approx(40.0)  # geometric midpoint of 400 and 4
+    assert th["eval/teacher_student_kl"][0.5] == pytest.approx(1.5)
+
+
+@pytest.mark.slow
+def test_learning_quick(tiny_bundle, tmp_path):
+    from benchmarks import learning
+
+    assert learning.main(["--quick", "--out-dir", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "bench_learning.json").read_text())
+    assert {r["variant"] for r in data["runs"]} == set(learning.VARIANTS)
+    budget = data["budget"]
+    for r in data["runs"]:
+        curve = r["curve"]
+        assert curve[0]["tokens"] == 0 and curve[-1]["tokens"] >= budget, r["variant"]
+        assert curve[-1]["tokens"] < 3 * budget, f"{r['variant']} ran far past the shared budget"
+        assert all(math.isfinite(p["eval/perplexity"]) for p in curve)
+    assert (tmp_path / "learning_curves.png").stat().st_size > 10_000
+    assert "Tokens needed to reach each threshold" in (tmp_path / "bench_learning.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_ui_overhead_quick(tiny_bundle, tmp_path):
+    from benchmarks import ui_overhead
+
+    if not os.path.exists(ui_overhead.CHROMIUM):
+        pytest.skip(f"{ui_overhead.CHROMIUM} is missing: apt-get install -y chromium")
+    assert ui_overhead.main(["--quick", "--out-dir", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "bench_ui_overhead.json").read_text())
+    (headless,), (ui,), (stop,) = data["headless"], data["ui"], data["stops"]
+    assert headless["steps"] == ui["steps"] == data["steps"]
+    assert headless["steps_per_s"] > 0 and ui["steps_per_s"] > 0
+    assert ui["start_to_first_s"] > 0 and stop["stop_s"] > 0 and stop["stopped_at"] >= 1
+    assert "Stop click to job stopped" in (tmp_path / "bench_ui_overhead.md").read_text()
