@@ -75,6 +75,8 @@ def build_app(ctx: AppContext | None = None) -> tuple[gr.Blocks, Form]:
             # a browser keeps its owner token across reloads, so it reattaches to the job it started
             token = token or uuid.uuid4().hex
             restored = _restore(form, saved) or ctx.initial_config()
+            if restored == config:  # the controls already show it: leave them (and any early typing) alone
+                return [token, *[gr.skip()] * len(form.components)]
             return [token, *form.fill(restored)]
 
         api.register(ctx)

@@ -57,6 +57,8 @@ def open_app(context, url):
     page = context.new_page()
     page.goto(url)
     page.wait_for_selector("#load-models", timeout=60_000)
+    # the page's load event has run once the browser holds its owner token
+    page.wait_for_function("() => localStorage.getItem('tnd_studio_owner') !== null", timeout=60_000)
     return page
 
 
@@ -77,6 +79,14 @@ def wait_until(predicate, timeout_s, what):
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
+def set_option(page, name, value, accordion=None):
+    if accordion:
+        page.get_by_text(accordion, exact=True).click()
+    field = page.locator(f"#cfg-{name} input, #cfg-{name} textarea").first
+    field.fill(str(value))
+    field.press("Tab")
+
+
 def shoot(page, name):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / name
@@ -94,8 +104,8 @@ def test_config_problems_show_next_to_the_field(browser, app):
     field = page.locator("#cfg-batch_size")
     field.locator("input").fill("10")
     field.locator("input").press("Tab")
-    page.wait_for_function("() => document.querySelector('#cfg-batch_size').classList.contains('tnd-invalid')", timeout=15_000)
-    assert "must be a multiple of mini_batch_size" in field.inner_text()
+    page.wait_for_function("() => document.querySelector('#cfg-batch_size').innerText.includes('must be a multiple of mini_batch_size')", timeout=30_000)
+    assert "tnd-invalid" in field.get_attribute("class")
     assert "batch_size" in page.locator("#config-check").inner_text()
     go(page, "Train")
     page.locator("#btn-start").click()
@@ -109,9 +119,11 @@ def test_train_watch_pause_resume_compare_stop(browser, app):
     owner_ctx = browser.new_context(viewport=VIEWPORT)
     page = open_app(owner_ctx, url)
     go(page, "Config")
-    steps = page.locator("#cfg-steps input")
-    steps.fill("400")
-    steps.press("Tab")
+    # small steps on the tiny bundle: this test is about the UI, the engine's tests are about learning
+    for name, value in (("steps", 400), ("batch_size", 4), ("mini_batch_size", 4), ("ppo_epochs", 1)):
+        set_option(page, name, value)
+    set_option(page, "max_new_tokens", 8, accordion="Generation")
+    set_option(page, "eval_steps", 0, accordion="Run")
     page.wait_for_function("() => document.querySelector('#config-check').innerText.includes('Config OK')", timeout=15_000)
 
     go(page, "Train")
@@ -165,7 +177,7 @@ def test_train_watch_pause_resume_compare_stop(browser, app):
     page.wait_for_function("() => document.querySelector('#train-status').innerText.startsWith('Stopped')", timeout=120_000)
     stopped_at = step_of(page)
     assert 0 < stopped_at < 400
-    checkpoints = sorted((workdir / "outputs" / "tnd-run").glob("checkpoint-*"))
+    checkpoints = sorted(workdir.rglob("checkpoint-*"))
     assert checkpoints, "Stop writes a checkpoint"
     viewer.wait_for_function("() => !document.querySelector('#btn-start').disabled", timeout=20_000)
 
