@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from typing import Any
 
@@ -30,7 +31,15 @@ def make_context(runner: Runner | None = None, poll_s: float | None = None) -> A
         runner.trainer_factory = _bundle_aware_factory(bundle, runner)
     ctx = AppContext(runner=runner, bundle=bundle, poll_s=poll_s or (2.5 if on_space() else 1.0))
     bundle.start()
+    threading.Thread(target=_warm_up, name="tnd-warm-up", daemon=True).start()
     return ctx
+
+
+def _warm_up() -> None:
+    # importing the trainer (accelerate, TRL) takes seconds; doing it now keeps them off the
+    # path from the Start click to the first plotted step
+    import tnd_core.pipeline  # noqa: F401
+    import tnd_core.trainers.ppo_trainer.ppo  # noqa: F401
 
 
 def _bundle_aware_factory(bundle: BundleManager, runner: Runner) -> Any:
