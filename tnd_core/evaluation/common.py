@@ -16,7 +16,7 @@ class LanguageModel:
     """What the metrics need: next-token logits, sampling, the tokenizer and the device."""
 
     logits: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    generate: Callable[..., torch.Tensor]
+    generate: Callable[..., torch.Tensor] | None
     tokenizer: Any
     device: torch.device
     module: Any
@@ -38,11 +38,9 @@ def as_language_model(model: Any, tokenizer: Any = None) -> LanguageModel:
             return model(input_ids=input_ids, attention_mask=attention_mask).logits
     else:
         raise TndError(f"evaluation: {type(model).__name__} is not a language model")
-    if not hasattr(model, "generate"):
-        raise TndError(f"evaluation: {type(model).__name__} cannot generate text")
     parameters = list(model.parameters()) if hasattr(model, "parameters") else []
     device = parameters[0].device if parameters else torch.device("cpu")
-    return LanguageModel(logits, model.generate, tokenizer, device, model)
+    return LanguageModel(logits, getattr(model, "generate", None), tokenizer, device, model)
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ from typing import Any, Callable
 import torch
 
 from tnd_core.data.recognizer import is_grammatical
+from tnd_core.errors import TndError
 from tnd_core.evaluation.common import as_language_model, batches, evaluation_mode
 
 
@@ -28,6 +29,8 @@ def sample_texts(
     run that evaluates stays reproducible.
     """
     lm = as_language_model(model, tokenizer)
+    if lm.generate is None:
+        raise TndError(f"evaluation: {type(model).__name__} cannot generate text (it has no generate method)")
     tok = lm.tokenizer
     prompts = list(prompts) if prompts is not None else [""] * n
     start_id = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
