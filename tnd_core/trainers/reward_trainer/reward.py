@@ -384,6 +384,51 @@ def _held_out_metrics(trainer: Any, mode: str, eval_set: Any) -> dict[str, float
     return {"accuracy": float((predictions.argmax(-1) == labels).mean())}
 
 
+# ---------------------------------------------------------------------- two-class classifiers as rewards
+def classifier_to_reward_model(model_name_or_path: str | Path, output_dir: str | Path, positive_label: str | int = 1) -> Path:
+    """Save a two-class sequence classifier (e.g. a sentiment model) as a one-output reward model.
+
+    The new head outputs logit[positive] - logit[negative], the log-odds of the positive class, so
+    the reward is exactly what the classifier believes; the rest of the weights are unchanged.
+    `positive_label` is a label name from the model's id2label (e.g. 'POSITIVE') or its index.
+    """
+    import torch
+    from torch import nn
+
+    from tnd_core.models.loading import load_sequence_classifier, load_tokenizer
+
+    model = load_sequence_classifier(model_name_or_path, field="model")
+    tokenizer = load_tokenizer(model_name_or_path, field="model")
+    labels = {str(name): int(i) for i, name in model.config.id2label.items()}
+    if model.config.num_labels != 2:
+        raise ConfigError("model", str(model_name_or_path), f"must be a two-class classifier; it has {model.config.num_labels} labels")
+    if isinstance(positive_label, int) or str(positive_label).isdigit():
+        positive = int(positive_label)
+        if positive not in (0, 1):
+            raise ConfigError("positive_label", positive_label, "must be 0 or 1, or one of the label names: " + ", ".join(labels))
+    elif str(positive_label) in labels:
+        positive = labels[str(positive_label)]
+    else:
+        raise ConfigError("positive_label", positive_label, "must be one of the model's labels: " + ", ".join(labels))
+    name, head = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and m.out_features == 2][-1]
+    new_head = nn.Linear(head.in_features, 1, bias=head.bias is not None)
+    with torch.no_grad():
+        new_head.weight.copy_(head.weight[positive] - head.weight[1 - positive])
+        if head.bias is not None:
+            new_head.bias.copy_(head.bias[positive] - head.bias[1 - positive])
+    parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+    setattr(parent, name.rpartition(".")[2], new_head)
+    score_name = f"log-odds of {model.config.id2label.get(positive, positive)}"
+    model.config.num_labels = 1
+    model.config.id2label = {0: score_name}
+    model.config.label2id = {score_name: 0}
+    model.config.problem_type = "regression"
+    output_dir = Path(output_dir)
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    return output_dir
+
+
 # ---------------------------------------------------------------------- CLI
 def add_reward_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `tnd reward`."""
