@@ -118,13 +118,22 @@ def write_report(out_dir: str | Path, name: str, markdown: str, data: dict[str, 
     out.mkdir(parents=True, exist_ok=True)
     (out / f"bench_{name}.md").write_text(markdown.rstrip() + "\n")
     (out / f"bench_{name}.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
-    page = out / "BENCHMARKS.md"
-    if page.is_file():
-        text = page.read_text()
-        pattern = re.compile(rf"(<!-- {name}:begin -->\n).*?(<!-- {name}:end -->)", re.S)
-        if pattern.search(text):
-            page.write_text(pattern.sub(lambda m: m.group(1) + markdown.rstrip() + "\n" + m.group(2), text))
+    refresh_page(out, name)
     return out / f"bench_{name}.md"
+
+
+def refresh_page(out_dir: str | Path, name: str) -> bool:
+    """Copy bench_<name>.md between the `<name>` markers of out_dir/BENCHMARKS.md; False if there is no such section."""
+    out = Path(out_dir)
+    page, report = out / "BENCHMARKS.md", out / f"bench_{name}.md"
+    if not (page.is_file() and report.is_file()):
+        return False
+    text = page.read_text()
+    pattern = re.compile(rf"(<!-- {name}:begin -->\n).*?(<!-- {name}:end -->)", re.S)
+    if not pattern.search(text):
+        return False
+    page.write_text(pattern.sub(lambda m: m.group(1) + report.read_text().rstrip() + "\n" + m.group(2), text))
+    return True
 
 
 def table(header: list[str], rows: list[list[Any]]) -> str:
@@ -137,3 +146,13 @@ def table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    # `python -m benchmarks.common [DIR]`: put every bench_*.md of DIR (default docs/) into BENCHMARKS.md,
+    # e.g. after copying bench_throughput_cuda.* back from a GPU machine.
+    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else DOCS
+    for report in sorted(folder.glob("bench_*.md")):
+        name = report.stem.removeprefix("bench_")
+        print(f"{name}: {'refreshed' if refresh_page(folder, name) else 'no section in BENCHMARKS.md'}")
+
