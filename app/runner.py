@@ -70,6 +70,7 @@ class Snapshot:
     """A consistent copy of what the UI shows, taken under the store's lock."""
 
     version: int
+    run: int
     state: str
     message: str
     error: str | None
@@ -113,6 +114,7 @@ class RunStore:
     def reset(self, owner: str | None, config: CustomPPOConfig | None) -> None:
         with self._lock:
             self._version = getattr(self, "_version", 0) + 1
+            self._run = getattr(self, "_run", 0) + (owner is not None)
             self._state = "idle" if owner is None else "starting"
             self._detail = ""
             self._error: str | None = None
@@ -226,6 +228,7 @@ class RunStore:
                 message = f"{message} {self._detail}"
             return Snapshot(
                 version=self._version,
+                run=self._run,
                 state=self._state,
                 message=message,
                 error=self._error,

@@ -18,7 +18,7 @@ from tnd_core.errors import TndError
 
 from app import plots
 from app.context import AppContext
-from app.forms import Form, control_updates, errors_markdown
+from app.forms import Form, errors_markdown
 from app.runner import Snapshot
 
 ROLLOUT_COLUMNS = ["prompt", "student trial", "trial score", "teacher demo", "demo score"]
@@ -100,7 +100,7 @@ class FigureCache:
         self._figures: list[Any] = []
 
     def get(self, snap: Snapshot) -> list[Any]:
-        key = (snap.version, len(snap.steps), len(snap.eval_steps))
+        key = (snap.run, len(snap.steps), len(snap.eval_steps))
         with self._lock:
             if key != self._key:
                 self._key, self._figures = key, figures(snap)
@@ -160,7 +160,7 @@ def build(ctx: AppContext, form: Form, owner: gr.BrowserState, check_summary: gr
             eval_table = gr.Dataframe(interactive=False)
     with gr.Accordion("Log", open=False):
         log_box = gr.Textbox(lines=12, max_lines=12, show_label=False, autoscroll=True)
-    seen = gr.State({"version": -1, "steps": -1, "evals": -1, "role": ""})
+    seen = gr.State({"version": -1, "run": -1, "steps": -1, "evals": -1, "role": ""})
     cache = FigureCache()
     timer = gr.Timer(ctx.poll_s)
 
@@ -174,37 +174,42 @@ def build(ctx: AppContext, form: Form, owner: gr.BrowserState, check_summary: gr
         if last.get("version") == version and last.get("role") == role:
             return gr.skip()
         snap = ctx.runner.store.snapshot()
-        new_steps = len(snap.steps) != last.get("steps") or len(snap.eval_steps) != last.get("evals")
+        new_run = snap.run != last.get("run")
+        new_steps = new_run or len(snap.steps) != last.get("steps")
+        new_evals = new_run or len(snap.eval_steps) != last.get("evals")
         target = snap.config.target if snap.config else None
         warn = plots.health_warnings(snap.stats, target)
         outputs = [
-            {"version": snap.version, "steps": len(snap.steps), "evals": len(snap.eval_steps), "role": role},
+            {"version": snap.version, "run": snap.run, "steps": len(snap.steps), "evals": len(snap.eval_steps), "role": role},
             progress_html(snap),
             status_markdown(snap),
             "\n".join(f"⚠️ {w}" for w in warn),
             ROLE_NOTES[role],
-            rollout_frame(snap) if snap.rollout else gr.skip(),
-            eval_frame(snap) if snap.eval_metrics else gr.skip(),
+            rollout_frame(snap),
+            eval_frame(snap),
             snap.log_tail,
             *button_updates(ctx, role),
         ]
-        outputs += cache.get(snap) if new_steps else [gr.skip()] * len(plot_outputs)
+        # redraw only what changed: each Plotly redraw costs the browser real time
+        figs = cache.get(snap) if new_steps or new_evals else []
+        outputs += figs[:4] if new_steps else [gr.skip()] * 4
+        outputs.append(figs[4] if new_evals else gr.skip())
         return outputs
 
     timer.tick(tick, inputs=[owner, seen], outputs=tick_outputs, show_progress="hidden", queue=False)
 
-    def on_start(token: str | None, *values: Any) -> list[Any]:
+    def on_start(token: str | None, *values: Any) -> tuple[str, Any]:
+        # the fields themselves already show their problems: the Config tab checks as the user types
         cfg, errors = form.read(values)
         if cfg is None:
-            text = f"❌ The config has problems (see the Config tab):\n{errors_markdown(errors)}"
-            return [text, errors_markdown(errors), *control_updates(form.names, errors)]
+            return f"❌ The config has problems (see the Config tab):\n{errors_markdown(errors)}", errors_markdown(errors)
         try:
             ctx.runner.start(cfg, token)
         except TndError as exc:
-            return [f"❌ {exc}", gr.skip(), *[gr.skip()] * len(form.components)]
-        return [f"Started: {cfg.steps} steps into `{cfg.output_dir}`.", gr.skip(), *[gr.skip()] * len(form.components)]
+            return f"❌ {exc}", gr.skip()
+        return f"Started: {cfg.steps} steps into `{cfg.output_dir}`.", gr.skip()
 
-    start.click(on_start, inputs=[owner, *form.components], outputs=[message, check_summary, *form.components])
+    start.click(on_start, inputs=[owner, *form.components], outputs=[message, check_summary], queue=False)
 
     def control(action: str) -> Any:
         def handler(token: str | None) -> str:
