@@ -54,9 +54,15 @@ def _first_eos_cut(ids: torch.Tensor, eos_id: int | None) -> torch.Tensor:
 def _generate(model: Any, prompt_ids: torch.Tensor, config: CustomPPOConfig, seed: int, tokenizer: Any) -> torch.Tensor:
     device = next(model.parameters()).device
     ids = prompt_ids.to(device)
-    kwargs: dict[str, Any] = {"max_new_tokens": config.max_new_tokens, "do_sample": config.do_sample, "pad_token_id": tokenizer.pad_token_id}
+    # the trainer's own sampling settings, so Compare shows what a trial or demo would look like
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": config.max_new_tokens,
+        "do_sample": config.do_sample,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
     if config.do_sample:
-        kwargs.update(temperature=config.temperature, top_k=config.top_k, top_p=config.top_p)
+        kwargs.update(temperature=config.temperature, top_k=config.top_k or None, top_p=config.top_p)
     # fork_rng keeps the training run's random stream untouched by the app's seeded sampling
     devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
@@ -95,11 +101,11 @@ def compare(teacher: Any, student: Any, reward: Any, prompt: str, config: Custom
     if not prompt or not prompt.strip():
         raise ConfigError("prompt", prompt, "a non-empty text to continue")
     tokenizer = student.tokenizer
-    prompt_ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids[:, -config.max_prompt_length :]
+    prompt_ids = tokenizer(prompt, return_tensors="pt").input_ids[:, -config.max_prompt_length :]
     if prompt_ids.shape[1] == 0:
         raise ConfigError("prompt", prompt, "text the student's tokenizer turns into at least one token")
     teacher_tok = teacher.tokenizer or tokenizer
-    teacher_prompt = teacher_tok(prompt, return_tensors="pt", add_special_tokens=False).input_ids[:, -config.max_prompt_length :]
+    teacher_prompt = teacher_tok(prompt, return_tensors="pt").input_ids[:, -config.max_prompt_length :]
     teacher_ids = _generate(teacher, teacher_prompt, config, seed, teacher_tok)
     student_ids = _generate(student, prompt_ids, config, seed, tokenizer)
     teacher_text = teacher_tok.decode(teacher_ids, skip_special_tokens=True)

@@ -38,7 +38,6 @@ from tnd_core.events import (
 
 log = logging.getLogger(__name__)
 
-ACTIVE_STATES = ("starting", "running", "pausing", "paused", "stopping")
 TERMINAL_STATES = ("completed", "stopped", "early_stopped", "failed")
 STATE_WORDS = {
     "idle": "No training job yet.",
@@ -95,10 +94,6 @@ class Snapshot:
         if not self.step or not self.total_steps:
             return None
         return max(0.0, (self.total_steps - self.step) * self.elapsed_s / self.step)
-
-    @property
-    def active(self) -> bool:
-        return self.state in ACTIVE_STATES
 
 
 @dataclass

@@ -154,7 +154,7 @@ def build(ctx: AppContext, form: Form, owner: gr.BrowserState, check_summary: gr
         health_plot = gr.Plot(show_label=False, elem_id="plot-health")
     gr.Markdown("### Latest rollout")
     rollout = gr.Dataframe(pd.DataFrame(columns=ROLLOUT_COLUMNS), interactive=False, wrap=True, elem_id="rollout-table")
-    with gr.Accordion("Evaluation", open=False):
+    with gr.Accordion("Evaluation", open=False) as eval_box:
         with gr.Row():
             eval_plot = gr.Plot(show_label=False, elem_id="plot-eval")
             eval_table = gr.Dataframe(interactive=False)
@@ -166,7 +166,7 @@ def build(ctx: AppContext, form: Form, owner: gr.BrowserState, check_summary: gr
 
     buttons = [start, pause, resume, stop]
     plot_outputs = [reward_plot, kl_plot, loss_plot, health_plot, eval_plot]
-    tick_outputs = [seen, progress, status, warnings, role_note, rollout, eval_table, log_box, *buttons, *plot_outputs]
+    tick_outputs = [seen, progress, status, warnings, role_note, rollout, eval_table, log_box, *buttons, *plot_outputs, eval_box]
 
     def tick(token: str | None, last: dict) -> Any:
         role = role_of(ctx, token)
@@ -194,6 +194,9 @@ def build(ctx: AppContext, form: Form, owner: gr.BrowserState, check_summary: gr
         figs = cache.get(snap) if new_steps or new_evals else []
         outputs += figs[:4] if new_steps else [gr.skip()] * 4
         outputs.append(figs[4] if new_evals else gr.skip())
+        # open the evaluation panel when a run's first evaluation arrives; later the user decides
+        first_eval = snap.eval_steps and (new_run or last.get("evals", 0) <= 0)
+        outputs.append(gr.update(open=True) if first_eval else gr.skip())
         return outputs
 
     timer.tick(tick, inputs=[owner, seen], outputs=tick_outputs, show_progress="hidden", queue=False)
