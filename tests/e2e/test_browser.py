@@ -127,8 +127,9 @@ def test_train_watch_pause_resume_compare_stop(browser, app):
     page.wait_for_function("() => document.querySelector('#config-check').innerText.includes('Config OK')", timeout=15_000)
 
     go(page, "Train")
+    page.wait_for_selector("#btn-start:not([disabled])")
     clicked = time.monotonic()
-    page.locator("#btn-start").click()
+    page.evaluate("() => document.querySelector('#btn-start').click()")  # the app's latency, not Playwright's waits
     wait_until(lambda: page.evaluate(PLOT_POINTS_JS, "plot-reward") > 0, 120, "the first plotted reward point")
     first_point_s = time.monotonic() - clicked
     wait_until(lambda: step_of(page) >= 3, 60, "three steps")
