@@ -363,8 +363,9 @@ def compare(models: Models, scenario: str, work: Work, reps: int, warmup: int, s
             "step_s": summary([s for r in runs for s in r.step_s]),
             "response_len": runs[0].response_len,
             "phases_s": {k: sum(r.phases[k] for r in runs) / len(runs) for k in runs[0].phases} if runs[0].phases else {},
-            "compute_s": {k: statistics.median(r.compute[k] for r in instrumented[c.key]) for k in ComputeClock.KINDS},
-            "instrumented_step_s": statistics.median(r.seconds / len(r.step_s) for r in instrumented[c.key]),
+            # means, not medians: the parts of a mean step add up to it
+            "compute_s": {k: statistics.fmean(r.compute[k] for r in instrumented[c.key]) for k in ComputeClock.KINDS},
+            "instrumented_step_s": statistics.fmean(r.seconds / len(r.step_s) for r in instrumented[c.key]),
         }
         if c.key != ours_key:
             paired = [(work.batch_size * len(r[ours_key].step_s) / r[ours_key].seconds) / (work.batch_size * len(r[c.key].step_s) / r[c.key].seconds) for r in rounds]
@@ -381,17 +382,25 @@ def scaling_point(models_root: str, batch: int, length: int, passes: int, steps:
     from tnd_core import CustomPPOTrainer  # noqa: F401  (imports count in the baseline, not in the step)
 
     models = _load_models(models_root)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_loaded = _current_rss_mb()
     work = Work(batch, max(1, batch // 4), 1, passes, length)
     run = run_ours(models, work, 1, steps, True, 0)
     point = {
         "batch_size": batch, "response_length": length, "step_s": summary(run.step_s),
         "samples_per_s": batch * len(run.step_s) / run.seconds,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_after_imports_mb": rss_before,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_after_imports_mb": rss_loaded,
     }
     if torch.cuda.is_available():
         point["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return point
+
+
+def _current_rss_mb() -> float:
+    """Resident memory now (the peak, ru_maxrss, also counts transient import-time peaks)."""
+    import os
+
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def _load_models(root: str) -> Models:
@@ -435,7 +444,7 @@ def _compare_md(title: str, res: dict[str, Any], ours_key: str) -> str:
         ratio_txt = f"{ratio['median']:.2f}x ({ratio['min']:.2f}-{ratio['max']:.2f})" if ratio else ("-" if key == ours_key else "")
         rows.append([t["name"], s["median"], s["min"], s["max"], s["n"], t["response_len"], ratio_txt])
     lines.append(table(["trainer", "samples/s median", "min", "max", "runs", "mean response tokens", "ours / this (median of paired rounds, min-max)"], rows))
-    lines += ["", "Where the time goes (ComputeClock, median over clocked runs; seconds per step):", ""]
+    lines += ["", "Where the time goes (ComputeClock, mean over clocked runs; seconds per step):", ""]
     rows = []
     for t in res["trainers"].values():
         c, total = t["compute_s"], t["instrumented_step_s"]
@@ -504,7 +513,7 @@ def render(data: dict[str, Any]) -> str:
     ]
     if data.get("scaling"):
         rows = [[p["batch_size"], p["response_length"], p["step_s"]["median"], p["samples_per_s"], p["peak_rss_mb"], p["peak_rss_mb"] - p["rss_after_imports_mb"]] + ([p["peak_gpu_mb"]] if "peak_gpu_mb" in p else []) for p in data["scaling"]]
-        header = ["batch", "response tokens", "step s (median)", "samples/s", "peak RSS MB", "RSS above imports MB"] + (["peak GPU MB"] if "peak_gpu_mb" in data["scaling"][0] else [])
+        header = ["batch", "response tokens", "step s (median)", "samples/s", "peak RSS MB", "peak above RSS after imports MB"] + (["peak GPU MB"] if "peak_gpu_mb" in data["scaling"][0] else [])
         lines += [
             "",
             "### Scaling of our step (distillation on)",
@@ -518,16 +527,16 @@ def render(data: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reps", type=int, default=5, help="interleaved rounds")
+    parser.add_argument("--reps", type=int, default=9, help="interleaved rounds")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps at the start of each run")
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per run")
+    parser.add_argument("--steps", type=int, default=4, help="timed steps per run")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--mini-batch-size", type=int, default=4)
     parser.add_argument("--response-length", type=int, default=16)
     parser.add_argument("--passes", type=int, default=4, help="optimisation passes (ppo_epochs / num_iterations) in the RL comparison")
     parser.add_argument("--scaling-batches", default="8,16,32,64,128")
     parser.add_argument("--scaling-lengths", default="8,16,32,64")
-    parser.add_argument("--scaling-steps", type=int, default=2)
+    parser.add_argument("--scaling-steps", type=int, default=4)
     parser.add_argument("--no-scaling", action="store_true")
     parser.add_argument("--quick", action="store_true", help="tiny budget for the smoke test")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice); 1 is steadier on a shared machine")
