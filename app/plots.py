@@ -124,10 +124,22 @@ def health_figure(steps: Sequence[int], stats: dict[str, Sequence[float]]) -> go
     return fig
 
 
+EVAL_FIRST = "eval/teacher_student_kl"
+
+
 def eval_figure(steps: Sequence[int], metrics: dict[str, Sequence[float]]) -> go.Figure:
-    """Every evaluation metric against the step at which it was measured."""
-    fig = _empty("Evaluation", "value")
-    _add_lines(fig, steps, metrics, {k: k for k in sorted(metrics)})
+    """Every evaluation metric against its step; one shown at a time, the rest a legend click away.
+
+    The metrics live on different scales (vocabulary size, rates, nats), so they share a plot only
+    when the user asks; `uirevision` keeps those legend choices across redraws.
+    """
+    fig = _empty("Evaluation (click the legend to add metrics)", "value")
+    names = sorted(metrics)
+    _add_lines(fig, steps, metrics, {k: k.removeprefix("eval/") for k in names})
+    shown = (EVAL_FIRST if EVAL_FIRST in names else names[0]).removeprefix("eval/") if names else None
+    for trace in fig.data:
+        trace.visible = True if trace.name == shown else "legendonly"
+    fig.update_layout(uirevision="Evaluation")
     return fig
 
 

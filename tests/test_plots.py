@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from app.plots import decimate, health_warnings, kl_figure, loss_figure, reward_figure
+from app.plots import decimate, eval_figure, health_warnings, kl_figure, loss_figure, reward_figure
 
 
 def test_decimate_bounds_points_and_keeps_ends_and_spikes():
@@ -63,3 +63,11 @@ def test_health_warnings():
 
     falling_reward = dict(collapsed, **{"env/reward_mean": rising[::-1]})
     assert health_warnings(falling_reward, target=6.0) == []
+
+
+def test_eval_figure_shows_teacher_student_kl_and_keeps_the_rest_a_click_away():
+    metrics = {"eval/vocab_size": [150.0, 160.0], "eval/teacher_student_kl": [2.0, 1.6], "eval/grammaticality": [0.0, 0.03]}
+    fig = eval_figure([10, 20], metrics)
+    visible = {t.name: t.visible for t in fig.data}
+    assert visible == {"grammaticality": "legendonly", "teacher_student_kl": True, "vocab_size": "legendonly"}
+    assert fig.layout.uirevision == "Evaluation"
