@@ -107,8 +107,9 @@ class Setup:
         return StudentModel(model, self.tokenizer)
 
     def target_tokens(self, texts: list[str], max_length: int) -> float:
-        """Mean tokens carrying a CLM loss per text (all but the first), as the trainer truncates them."""
-        ids = self.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+        """Mean tokens carrying a CLM loss per text (all but the first), as the trainer reads them: EOS appended, truncated."""
+        eos = self.tokenizer.eos_token or ""
+        ids = self.tokenizer([t + eos for t in texts], truncation=True, max_length=max_length)["input_ids"]
         return statistics.fmean(max(len(x) - 1, 0) for x in ids)
 
     def demo_stream(self, n_texts: int, seed: int) -> list[str]:

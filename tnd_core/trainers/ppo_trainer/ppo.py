@@ -676,7 +676,9 @@ class CustomPPOTrainer:
         device = self.accelerator.device
         t0 = self._timer()
         stream_step = self._steps_of_kind_before(self.global_step, "clm")
-        batch_texts = [texts[i] for i in self._stream("clm", len(texts), stream_step)]
+        # Each text ends with EOS, as the bundle's teacher learned it: a student that never sees EOS never stops.
+        eos = self.tokenizer.eos_token or ""
+        batch_texts = [texts[i] + eos for i in self._stream("clm", len(texts), stream_step)]
         max_length = min(c.max_prompt_length + c.max_new_tokens, self.max_positions or math.inf)
         enc = self.tokenizer(batch_texts, truncation=True, max_length=max_length, padding=True, padding_side="right", return_tensors="pt")
         ids, attn = enc["input_ids"].to(device), enc["attention_mask"].to(device)
