@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from pathlib import Path
@@ -156,6 +157,25 @@ def test_error_messages_are_words():
     assert describe_exception(TndError("batch_size=3 is invalid")) == "batch_size=3 is invalid"
     text = describe_exception(RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"))
     assert text.startswith("RuntimeError: CUDA out of memory") and "lower batch_size" in text
+
+
+def test_store_keeps_a_long_run_cheap_and_aligned():
+    from app.runner import RunStore
+
+    store = RunStore()
+    store.reset("alice", CustomPPOConfig(steps=20_000))
+    started = time.monotonic()
+    for step in range(1, 20_001):
+        stats = {f"stat/{i}": float(step) for i in range(10)}
+        if step > 10_000:
+            stats["late/stat"] = 1.0  # first logged half way: earlier steps read NaN
+        store.on_event(StepEvent(step, 20_000, stats, step * 0.1))
+    assert time.monotonic() - started < 5.0  # linear: a quadratic store takes minutes here
+    snap = store.snapshot()
+    assert len(snap.steps) == 20_000 and all(len(v) == 20_000 for v in snap.stats.values())
+    late = snap.stats["late/stat"]
+    assert math.isnan(late[9_999]) and late[10_000] == 1.0
+    assert snap.eta_s == 0.0 and snap.step == 20_000
 
 
 def test_requests_run_between_steps_never_inside_one(config):
