@@ -109,7 +109,7 @@ def test_config_problems_show_next_to_the_field(browser, app):
     assert "batch_size" in page.locator("#config-check").inner_text()
     go(page, "Train")
     page.locator("#btn-start").click()
-    page.wait_for_function("() => document.querySelector('#train-message').innerText.includes('problems')", timeout=15_000)
+    page.wait_for_function("() => document.querySelector('#train-message').innerText.includes('problems')", timeout=30_000)
     assert "batch_size" in page.locator("#train-message").inner_text()
     context.close()
 
@@ -124,7 +124,7 @@ def test_train_watch_pause_resume_compare_stop(browser, app):
         set_option(page, name, value)
     set_option(page, "max_new_tokens", 8, accordion="Generation")
     set_option(page, "eval_steps", 0, accordion="Run")
-    page.wait_for_function("() => document.querySelector('#config-check').innerText.includes('Config OK')", timeout=15_000)
+    page.wait_for_function("() => document.querySelector('#config-check').innerText.includes('Config OK')", timeout=30_000)
 
     go(page, "Train")
     page.wait_for_selector("#btn-start:not([disabled])")
@@ -142,10 +142,10 @@ def test_train_watch_pause_resume_compare_stop(browser, app):
     viewer_ctx = browser.new_context(viewport=VIEWPORT)
     viewer = open_app(viewer_ctx, url)
     go(viewer, "Train")
-    viewer.wait_for_function("() => document.querySelector('#train-role').innerText.includes('read-only')", timeout=20_000)
+    viewer.wait_for_function("() => document.querySelector('#train-role').innerText.includes('read-only')", timeout=60_000)
     for button in ("#btn-stop", "#btn-pause", "#btn-start"):
         assert viewer.locator(button).is_disabled(), button
-    wait_until(lambda: viewer.evaluate(PLOT_POINTS_JS, "plot-reward") > 0, 20, "the viewer's plots")
+    wait_until(lambda: viewer.evaluate(PLOT_POINTS_JS, "plot-reward") > 0, 60, "the viewer's plots")
 
     page.locator("#btn-pause").click()
     page.wait_for_function("() => document.querySelector('#train-status').innerText.startsWith('Paused')", timeout=60_000)
@@ -171,8 +171,8 @@ def test_train_watch_pause_resume_compare_stop(browser, app):
     page.reload()
     page.wait_for_selector("#load-models", timeout=60_000)
     go(page, "Train")
-    page.wait_for_function("() => document.querySelector('#train-role').innerText.includes('You started this job')", timeout=20_000)
-    page.wait_for_function("() => !document.querySelector('#btn-stop').disabled", timeout=20_000)
+    page.wait_for_function("() => document.querySelector('#train-role').innerText.includes('You started this job')", timeout=60_000)
+    page.wait_for_function("() => !document.querySelector('#btn-stop').disabled", timeout=60_000)
 
     page.locator("#btn-stop").click()
     page.wait_for_function("() => document.querySelector('#train-status').innerText.startsWith('Stopped')", timeout=120_000)
@@ -180,7 +180,7 @@ def test_train_watch_pause_resume_compare_stop(browser, app):
     assert 0 < stopped_at < 400
     checkpoints = sorted(workdir.rglob("checkpoint-*"))
     assert checkpoints, "Stop writes a checkpoint"
-    viewer.wait_for_function("() => !document.querySelector('#btn-start').disabled", timeout=20_000)
+    viewer.wait_for_function("() => !document.querySelector('#btn-start').disabled", timeout=60_000)
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "browser_timings.json").write_text(json.dumps({"start_to_first_point_s": first_point_s, "stopped_at_step": stopped_at}))
