@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from tnd_core.config import CustomPPOConfig
 from tnd_core.errors import ConfigError
+from tnd_core.trainers.ppo_trainer.rollout import generation_kwargs
 
 from app.context import AppContext, LoadedModels
 from app.forms import Form, parse_form
@@ -55,14 +56,7 @@ def _generate(model: Any, prompt_ids: torch.Tensor, config: CustomPPOConfig, see
     device = next(model.parameters()).device
     ids = prompt_ids.to(device)
     # the trainer's own sampling settings, so Compare shows what a trial or demo would look like
-    kwargs: dict[str, Any] = {
-        "max_new_tokens": config.max_new_tokens,
-        "do_sample": config.do_sample,
-        "pad_token_id": tokenizer.pad_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-    }
-    if config.do_sample:
-        kwargs.update(temperature=config.temperature, top_k=config.top_k or None, top_p=config.top_p)
+    kwargs = generation_kwargs(config, tokenizer.pad_token_id, tokenizer.eos_token_id)
     # fork_rng keeps the training run's random stream untouched by the app's seeded sampling
     devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):

@@ -60,6 +60,7 @@ from tnd_core.trainers.ppo_trainer.rollout import (
     PPOBatch,
     batch_from_lists,
     decode_rows,
+    generation_kwargs,
     left_pad,
     make_batch,
     pad_width,
@@ -332,18 +333,6 @@ class CustomPPOTrainer:
         t = torch.tensor([1.0 if flag else 0.0], device=self.accelerator.device)
         return bool(self.accelerator.reduce(t, reduction="sum").item() > 0)
 
-    def _generation_kwargs(self) -> dict[str, Any]:
-        c = self.config
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": c.max_new_tokens,
-            "do_sample": c.do_sample,
-            "pad_token_id": self.pad_token_id,
-            "eos_token_id": self.eos_token_id,
-        }
-        if c.do_sample:
-            kwargs.update(temperature=c.temperature, top_k=c.top_k or None, top_p=c.top_p)
-        return kwargs
-
     def _reference_logits(self, chunk: PPOBatch, keep: int) -> torch.Tensor:
         if self.ref_model is None:
             return self.teacher.get_teacher_logits(chunk.input_ids, chunk.attention_mask, chunk.position_ids, logits_to_keep=keep)
@@ -608,7 +597,7 @@ class CustomPPOTrainer:
             )
 
         t0 = self._timer()
-        gen = self._generation_kwargs()
+        gen = generation_kwargs(c, self.pad_token_id, self.eos_token_id)
         self.model.eval()
         with self.accelerator.autocast():
             trial_ids, trial_valid = sample(self._unwrapped(), q_ids, q_attn, gen, self.pad_token_id, self.eos_token_id)

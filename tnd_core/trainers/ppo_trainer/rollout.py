@@ -96,6 +96,19 @@ def batch_from_lists(
     return make_batch(q_ids, q_attn, r_ids, r_valid, eos_token_id)
 
 
+def generation_kwargs(config: Any, pad_token_id: int | None, eos_token_id: int | None) -> dict[str, Any]:
+    """`generate` settings of trials and demos from the config (top_k 0 means off)."""
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": config.max_new_tokens,
+        "do_sample": config.do_sample,
+        "pad_token_id": pad_token_id,
+        "eos_token_id": eos_token_id,
+    }
+    if config.do_sample:
+        kwargs.update(temperature=config.temperature, top_k=config.top_k or None, top_p=config.top_p)
+    return kwargs
+
+
 def sample(
     model: Any, query_ids: torch.Tensor, query_attn: torch.Tensor, generation_kwargs: dict[str, Any], pad_id: int, eos_token_id: int | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
