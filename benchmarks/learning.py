@@ -32,6 +32,7 @@ scale; the teacher's own KL is 0).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import shutil
@@ -296,7 +297,8 @@ def render(data: dict[str, Any]) -> str:
         "",
         table(header, rows),
         "",
-        "Training seconds needed (evaluation time excluded):",
+        "Training seconds needed (evaluation time excluded; one torch thread, and the load of a shared machine varies "
+        "between runs, so read these as rough; the token counts above do not depend on load):",
         "",
         table(header, rows_s),
         "",
@@ -316,24 +318,44 @@ def render(data: dict[str, Any]) -> str:
 
 
 def headline(ttt: dict[str, Any], runs: list[dict[str, Any]]) -> str:
-    """Tokens each variant needs to acquire half the teacher's words, TnD's factor over CLM only, and who ends ahead."""
+    """Tokens each variant needs to acquire half the teacher's words, whether TnD beats its ablations (the
+    paper's claim), its factor over CLM only, and who leads each metric at the end of the budget."""
     key = "eval/words_acquired@0.5"
-    need = {v: ttt[v][key] for v in ttt}
-    listing = ", ".join(f"{LABELS[v]} {c['median']:,.0f}" if c["median"] is not None else f"{LABELS[v]} not reached ({c['reached']} seeds)" for v, c in need.items())
+    need = {v: ttt[v][key]["median"] for v in ttt}
+    listing = "; ".join(f"{LABELS[v]} {n:,.0f}" if n is not None else f"{LABELS[v]} not reached" for v, n in need.items())
     parts = [f"Tokens to acquire half as many words as the teacher (median of seeds): {listing}."]
+    ablations = [v for v in ("clm", "trials", "demos") if v in need]
+    if "tnd" in need and ablations:
+        wins = [v for v in ablations if need["tnd"] is not None and (need[v] is None or need["tnd"] < need[v])]
+        verdict = "reproduced" if len(wins) == len(ablations) else "not reproduced"
+        parts.append(f"The paper's finding, TnD acquiring words faster than its ablations, is **{verdict}** here (TnD is faster than {len(wins)} of {len(ablations)}).")
     for v in ("tnd", "tnd_kd"):
+        a, b = need.get("clm"), need.get(v)
         if v in need and "clm" in need:
-            a, b = need["clm"]["median"], need[v]["median"]
             if a is not None and b is not None:
                 factor = f"**{a / b:.2f}x** fewer tokens than" if b <= a else f"**{b / a:.2f}x** more tokens than"
                 parts.append(f"{LABELS[v]} gets there with {factor} CLM only.")
             else:
                 parts.append(f"{LABELS[v]} vs CLM only: no factor, one of them did not get there within the budget.")
-    final = {v: statistics.fmean(r["curve"][-1]["eval/words_acquired"] for r in runs if r["variant"] == v) for v in VARIANTS if any(r["variant"] == v for r in runs)}
-    best = max(final, key=final.get)
-    paper = "as the paper found for TnD" if best in ("tnd", "tnd_kd") else "unlike the paper, which found TnD ahead"
-    parts.append(f"Most words acquired at the end of the budget: {LABELS[best]} ({final[best]:.1f} on average), {paper}.")
+    final = {v: {m: statistics.fmean(r["curve"][-1][m] for r in runs if r["variant"] == v) for m in METRICS} for v in VARIANTS if any(r["variant"] == v for r in runs)}
+    leads = []
+    for m, (label, direction) in METRICS.items():
+        best = (max if direction == "up" else min)(final, key=lambda v: final[v][m])
+        leads.append(f"{label} {LABELS[best]} ({final[best][m]:.3g}" + (f" vs CLM only {final['clm'][m]:.3g})" if "clm" in final and best != "clm" else ")"))
+    parts.append("Leaders at the end of the budget (mean of seeds): " + "; ".join(leads) + ".")
     return " ".join(parts)
+
+
+def publish(data: dict[str, Any], out: Path) -> Path:
+    """Thresholds crossed, headline, curves PNG and the report, from the measured runs in `data`."""
+    th = data["thresholds"] = {m: {float(lv): v for lv, v in levels.items()} for m, levels in data["thresholds"].items()}
+    runs = data["runs"]
+    data["tokens_to_threshold"] = ttt = tokens_to_thresholds(runs, th)
+    data["seconds_to_threshold"] = tokens_to_thresholds(runs, th, "train_s")
+    data["headline"] = headline(ttt, runs)
+    out.mkdir(parents=True, exist_ok=True)
+    plot(runs, th, data["reference"], out / "learning_curves.png")
+    return write_report(out, "learning", render(data), data)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -348,8 +370,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-samples", type=int, default=64, help="generations per evaluation (grammaticality)")
     parser.add_argument("--quick", action="store_true", help="tiny budget for the smoke test")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice); 1 is steadier on a shared machine")
+    parser.add_argument("--from-json", help="redo the tables and the figure from a bench_learning.json, without training")
     parser.add_argument("--out-dir", default=str(DOCS))
     args = parser.parse_args(argv)
+    if args.from_json:
+        print(f"wrote {publish(json.loads(Path(args.from_json).read_text()), Path(args.out_dir))}")
+        return 0
     if args.quick:
         args.budget, args.seeds, args.evals, args.lr_grid, args.bundle_size, args.eval_samples = 1500, 1, 2, "1e-3", "tiny", 8
     quiet_libraries()
@@ -376,22 +402,14 @@ def main(argv: list[str] | None = None) -> int:
         best = max(trials, key=lambda r: (r["curve"][-1]["eval/words_acquired"], -r["curve"][-1]["eval/perplexity"]))
         chosen[v] = best["lr"]
     runs = [run(setup, v, s, chosen[v], args.budget, args.evals, at_init[s], log) for s in seeds for v in variants]
-
-    ttt = tokens_to_thresholds(runs, th)
-    tts = tokens_to_thresholds(runs, th, "train_s")
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    plot(runs, th, ref, out / "learning_curves.png")
     data = {
         "machine": info, "command": command_line("benchmarks.learning", argv), "bundle_size": args.bundle_size,
         "budget": args.budget, "seeds": seeds, "evals": args.evals, "lr_grid": grid, "search_fraction": args.search_fraction,
         "student_params": sum(p.numel() for p in setup.fresh_student(0).pretrained_model.parameters()),
         "teacher_params": sum(p.numel() for p in setup.teacher.parameters()),
         "reference": ref, "thresholds": th, "chosen_lr": chosen, "search": search, "runs": runs,
-        "tokens_to_threshold": ttt, "seconds_to_threshold": tts, "headline": headline(ttt, runs),
     }
-    path = write_report(out, "learning", render(data), data)
-    log(f"wrote {path}")
+    log(f"wrote {publish(data, Path(args.out_dir))}")
     return 0
 
 
