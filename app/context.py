@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,7 +131,16 @@ class AppContext:
     bundle: BundleManager
     models: LoadedModels = field(default_factory=LoadedModels)
     models_lock: threading.Lock = field(default_factory=threading.Lock)
+    session_tokens: dict[str, str] = field(default_factory=dict)
     poll_s: float = 1.0
+
+    def owner_token(self, token: str | None, session_hash: str | None) -> str:
+        """The browser's owner token, or the one its session got first (its load event and a fast
+        Start click can race; both must hand the browser the same token)."""
+        if token:
+            return token
+        with self.models_lock:
+            return self.session_tokens.setdefault(session_hash or uuid.uuid4().hex, uuid.uuid4().hex)
 
     def initial_config(self) -> CustomPPOConfig:
         """Defaults, overlaid with the bundle's recommended values when it is ready."""

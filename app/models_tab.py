@@ -82,7 +82,7 @@ def build(ctx: AppContext, form: Form, config: CustomPPOConfig) -> None:
 
     names = [n for _, n in ROLES] + ["trust_remote_code"]
 
-    def on_load(*values: Any, progress: gr.Progress = gr.Progress()) -> tuple[str, pd.DataFrame]:
+    def on_load(progress: gr.Progress = gr.Progress(), *values: Any) -> tuple[str, pd.DataFrame]:  # noqa: B008 (Gradio's idiom)
         base = ctx.initial_config().to_dict()
         for name, value in zip(names, values):
             base[name] = value

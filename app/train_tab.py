@@ -201,18 +201,19 @@ def build(ctx: AppContext, form: Form, owner: gr.BrowserState, check_summary: gr
 
     timer.tick(tick, inputs=[owner, seen], outputs=tick_outputs, show_progress="hidden", queue=False)
 
-    def on_start(token: str | None, *values: Any) -> tuple[str, Any]:
-        # the fields themselves already show their problems: the Config tab checks as the user types
+    def on_start(token: str | None, request: gr.Request, *values: Any) -> tuple[str, Any, str]:
+        # a click that beats the page's load event has no token yet: the session's becomes the browser's
+        token = ctx.owner_token(token, request.session_hash)
         cfg, errors = form.read(values)
-        if cfg is None:
-            return f"❌ The config has problems (see the Config tab):\n{errors_markdown(errors)}", errors_markdown(errors)
+        if cfg is None:  # the fields already show their problems: the Config tab checks as the user types
+            return f"❌ The config has problems (see the Config tab):\n{errors_markdown(errors)}", errors_markdown(errors), token
         try:
             ctx.runner.start(cfg, token)
         except TndError as exc:
-            return f"❌ {exc}", gr.skip()
-        return f"Started: {cfg.steps} steps into `{cfg.output_dir}`.", gr.skip()
+            return f"❌ {exc}", gr.skip(), token
+        return f"Started: {cfg.steps} steps into `{cfg.output_dir}`.", gr.skip(), token
 
-    start.click(on_start, inputs=[owner, *form.components], outputs=[message, check_summary], queue=False)
+    start.click(on_start, inputs=[owner, *form.components], outputs=[message, check_summary, owner], queue=False)
 
     def control(action: str) -> Any:
         def handler(token: str | None) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import uuid
 from typing import Any
 
 import gradio as gr
@@ -80,9 +79,9 @@ def build_app(ctx: AppContext | None = None) -> tuple[gr.Blocks, Form]:
             with gr.Tab("Export", id="export"):
                 export_tab.build(ctx, form)
 
-        def on_load(token: str | None, saved: dict | None) -> list[Any]:
+        def on_load(token: str | None, saved: dict | None, request: gr.Request) -> list[Any]:
             # a browser keeps its owner token across reloads, so it reattaches to the job it started
-            token = token or uuid.uuid4().hex
+            token = ctx.owner_token(token, request.session_hash)
             restored = _restore(form, saved) or ctx.initial_config()
             if restored == config:  # the controls already show it: leave them (and any early typing) alone
                 return [token, *[gr.skip()] * len(form.components)]

@@ -153,6 +153,16 @@ def test_failure_while_building_the_trainer_is_reported(config):
     assert snap.state == "failed" and snap.error.startswith("teacher_name_or_path='nope'")
 
 
+def test_a_session_gets_one_owner_token_whichever_handler_asks_first():
+    from app.context import AppContext, BundleManager
+
+    ctx = AppContext(runner=Runner(), bundle=BundleManager())
+    first = ctx.owner_token(None, "session-1")  # e.g. a Start click that beat the page's load event
+    assert ctx.owner_token(None, "session-1") == first  # the load event then hands out the same one
+    assert ctx.owner_token(None, "session-2") != first
+    assert ctx.owner_token("kept-in-browser", "session-1") == "kept-in-browser"
+
+
 def test_error_messages_are_words():
     assert describe_exception(TndError("batch_size=3 is invalid")) == "batch_size=3 is invalid"
     text = describe_exception(RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"))
