@@ -55,6 +55,7 @@ def app(tiny_bundle, tmp_path_factory):
 
 def open_app(context, url):
     page = context.new_page()
+    page.set_default_timeout(90_000)  # clicks wait for a busy page on a loaded 2-core machine
     page.goto(url)
     page.wait_for_selector("#load-models", timeout=60_000)
     # the page's load event has run once the browser holds its owner token
