@@ -68,10 +68,31 @@ def headless_run(steps: int, output_dir: str) -> dict[str, float]:
             seen.setdefault("first_step_s", time.monotonic() - started)
             seen["step"], seen["elapsed_s"] = event.step, event.elapsed_s
 
+    cpu = cpu_seconds()
     result = run_training(config, callbacks=[on_event])
     if result["state"] != "completed":
         raise RuntimeError(f"headless run ended {result['state']}")
-    return {"steps": seen["step"], "train_s": seen["elapsed_s"], "steps_per_s": seen["step"] / seen["elapsed_s"], "start_to_first_s": seen["first_step_s"]}
+    return {
+        "steps": seen["step"], "train_s": seen["elapsed_s"], "steps_per_s": seen["step"] / seen["elapsed_s"],
+        "start_to_first_s": seen["first_step_s"], "cpu_s_per_step": {k: (v - cpu[k]) / seen["step"] for k, v in cpu_seconds().items()},
+    }
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by this process, the app server (a child running app.py) and the browser (chromium)."""
+    import psutil
+
+    me = psutil.Process()
+    out = {"this process": sum(me.cpu_times()[:2]), "app server": 0.0, "browser": 0.0}
+    for child in me.children(recursive=True):
+        try:
+            name, cmd, times = child.name(), " ".join(child.cmdline()), child.cpu_times()
+        except psutil.Error:
+            continue
+        key = "browser" if "chrom" in name or "chrom" in cmd else "app server" if "app.py" in cmd else None
+        if key:
+            out[key] += times.user + times.system
+    return out
 
 
 # ---------------------------------------------------------------------- the app in a browser
@@ -143,32 +164,42 @@ def _status_text(page: Any) -> str:
 def ui_run(browser: Any, client: Any, url: str, steps: int, timeout_s: float) -> dict[str, float]:
     """Click Start, time the first plotted point, wait for completion; steps/s from the app's status API."""
     page = _open_train_tab(browser, url, steps)
+    cpu = cpu_seconds()
     clicked = time.monotonic()
     page.locator("#btn-start").click()
     _wait(lambda: page.evaluate(PLOT_POINTS_JS, "plot-reward") > 0, timeout_s, "the first plotted point")
     first_point = time.monotonic() - clicked
     page.wait_for_function("() => document.querySelector('#train-status').innerText.startsWith('Completed')", timeout=timeout_s * 1000)
     status = client.predict(api_name="/training_status")
+    used = {k: (v - cpu[k]) / status["step"] for k, v in cpu_seconds().items()}
     page.close()
     return {
         "steps": status["step"], "train_s": status["elapsed_s"], "steps_per_s": status["step"] / status["elapsed_s"],
-        "start_to_first_s": first_point, "job_start_to_first_step_s": status["first_step_wall_s"],
+        "start_to_first_s": first_point, "job_start_to_first_step_s": status["first_step_wall_s"], "cpu_s_per_step": used,
     }
 
 
 def ui_stop(browser: Any, client: Any, url: str, after_steps: int, timeout_s: float) -> dict[str, float]:
-    """Start a long run, click Stop once `after_steps` steps show, time until the page says it stopped."""
+    """Start a long run; once the page shows `after_steps` steps, click Stop and time (a) until the job has
+    stopped, asking the app's status API, and (b) until the page says so. Also how far the page lagged."""
     page = _open_train_tab(browser, url, 100_000)
     page.locator("#btn-start").click()
     step_of = lambda: int(page.locator("#train-progress").get_attribute("data-step") or 0)  # noqa: E731
     _wait(lambda: step_of() >= after_steps and page.locator("#btn-stop").is_enabled(), timeout_s, f"{after_steps} steps")
+    page_step = step_of()
+    job_step = client.predict(api_name="/training_status")["step"]
     clicked = time.monotonic()
     page.locator("#btn-stop").click()
+    _wait(lambda: client.predict(api_name="/training_status")["state"] == "stopped", timeout_s, "the job to stop", poll_s=0.1)
+    job_stopped = time.monotonic() - clicked
     page.wait_for_function("() => document.querySelector('#train-status').innerText.startsWith('Stopped')", timeout=timeout_s * 1000)
-    stop_s = time.monotonic() - clicked
+    page_stopped = time.monotonic() - clicked
     status = client.predict(api_name="/training_status")
     page.close()
-    return {"stop_s": stop_s, "stopped_at": status["step"], "mean_step_s": status["elapsed_s"] / max(status["step"], 1)}
+    return {
+        "job_stop_s": job_stopped, "page_stop_s": page_stopped, "page_step_at_click": page_step, "job_step_at_click": job_step,
+        "stopped_at": status["step"], "mean_step_s": status["elapsed_s"] / max(status["step"], 1),
+    }
 
 
 # ---------------------------------------------------------------------- report
@@ -178,12 +209,18 @@ def render(data: dict[str, Any]) -> str:
     hr, ur = summary([r["steps_per_s"] for r in h]), summary([r["steps_per_s"] for r in u])
     hf, uf = summary([r["start_to_first_s"] for r in h]), summary([r["start_to_first_s"] for r in u])
     uj = summary([r["job_start_to_first_step_s"] for r in u])
-    st = summary([r["stop_s"] for r in stops])
+    job, page = summary([r["job_stop_s"] for r in stops]), summary([r["page_stop_s"] for r in stops])
+    lag = statistics.median(r["job_step_at_click"] - r["page_step_at_click"] for r in stops)
     step_s = statistics.median(r["mean_step_s"] for r in stops)
     rows = [
         ["headless (`run_training`)", hr["median"], f"{hr['min']:.3g}-{hr['max']:.3g}", hr["n"], f"{hf['median']:.1f} s (call to first step)"],
         ["app + browser on the Train tab", ur["median"], f"{ur['min']:.3g}-{ur['max']:.3g}", ur["n"], f"{uf['median']:.1f} s (Start click to first plotted point; job start to first step {uj['median']:.1f} s)"],
     ]
+    cpu_rows = [
+        [mode] + [statistics.fmean(r["cpu_s_per_step"][k] for r in runs) for k in ("this process", "app server", "browser")]
+        for mode, runs in (("headless", h), ("app + browser", u))
+    ]
+    stop_rows = [[what, x["median"], x["min"], x["max"]] for what, x in (("job stopped (app's status API)", job), ("page shows Stopped", page))]
     c = data["config"]
     return "\n".join([
         f"Machine: {machine_line(data['machine'])}.",
@@ -192,17 +229,27 @@ def render(data: dict[str, Any]) -> str:
         "",
         f"Run: the app's starting config on the `{data['bundle_size']}` bundle (batch {c['batch_size']}, "
         f"{c['max_new_tokens']} new tokens, {c['ppo_epochs']} PPO epochs, clm_per_step {c['clm_per_step']}, "
-        f"demos {'on' if c['use_teacher_demos'] else 'off'}, distill_coef {c['distill_coef']}), {data['steps']} steps per run, "
-        f"{len(h)} interleaved rounds (headless, then app).",
+        f"demos {'on' if c['use_teacher_demos'] else 'off'}, distill_coef {c['distill_coef']}, eval every {c['eval_steps']} steps), "
+        f"{data['steps']} steps per run, {len(h)} interleaved rounds (headless, then app). The browser runs on the same machine "
+        "as the app, as when training locally; on a hosted Space it would not.",
         "",
-        f"**Headline:** step rate in the app with a browser watching = **{ratios['median']:.3f}x** headless "
-        f"(median of paired rounds, {ratios['min']:.3f}-{ratios['max']:.3f}; target >= 0.95: {'met' if ratios['median'] >= 0.95 else 'not met'}). "
-        f"Start click to first plotted point: **{uf['median']:.1f} s**. Stop click to job stopped: **{st['median']:.1f} s** "
-        f"(median of {st['n']}; a step takes {step_s:.2f} s here, and Stop finishes it and writes a checkpoint first).",
+        f"**Headline:** step rate in the app with a browser watching = **{ratios['median']:.2f}x** headless "
+        f"(median of paired rounds, {ratios['min']:.2f}-{ratios['max']:.2f}; target >= 0.95: {'met' if ratios['median'] >= 0.95 else 'not met'}). "
+        f"Start click to first plotted point: **{uf['median']:.1f} s** (the job's first step came {uj['median']:.1f} s after its start). "
+        f"Stop click to job stopped: **{job['median']:.1f} s**; to the page showing it: **{page['median']:.1f} s** "
+        f"(median of {job['n']}; a step takes {step_s:.2f} s here, and Stop finishes it and writes a checkpoint first).",
         "",
         table(["mode", "steps/s median", "min-max", "runs", "time to first point"], rows),
         "",
-        table(["Stop click to stopped", "s"], [["median", st["median"]], ["min", st["min"]], ["max", st["max"]], ["mean step time in those runs", step_s]]),
+        "Stop click to stopped, seconds:",
+        "",
+        table(["", "median", "min", "max"], stop_rows),
+        "",
+        f"When Stop was clicked the page showed a step {lag:.0f} step(s) behind the job (median).",
+        "",
+        "CPU seconds per training step (user + system) of each process during the runs: where the app's extra cost goes.",
+        "",
+        table(["mode", "benchmark process (headless training)", "app server (training + UI)", "browser (Chromium)"], cpu_rows),
     ])
 
 
@@ -242,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"round {rep + 1}: headless {data['headless'][-1]['steps_per_s']:.3f} steps/s, app {data['ui'][-1]['steps_per_s']:.3f} steps/s", flush=True)
             for rep in range(args.reps):
                 data["stops"].append(ui_stop(browser, client, url, args.stop_after, args.timeout))
-                print(f"stop {rep + 1}: {data['stops'][-1]['stop_s']:.2f} s", flush=True)
+                print(f"stop {rep + 1}: job {data['stops'][-1]['job_stop_s']:.2f} s, page {data['stops'][-1]['page_stop_s']:.2f} s", flush=True)
             browser.close()
     path = write_report(args.out_dir, "ui_overhead", render(data), data)
     print(f"wrote {path}")

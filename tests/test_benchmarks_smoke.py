@@ -110,3 +110,21 @@ def test_learning_quick(tiny_bundle, tmp_path):
         assert all(math.isfinite(p["eval/perplexity"]) for p in curve)
     assert (tmp_path / "learning_curves.png").stat().st_size > 10_000
     assert "Tokens needed to reach each threshold" in (tmp_path / "bench_learning.md").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_ui_overhead_quick(tiny_bundle, tmp_path):
+    from benchmarks import ui_overhead
+
+    if not os.path.exists(ui_overhead.CHROMIUM):
+        pytest.skip(f"{ui_overhead.CHROMIUM} is missing: apt-get install -y chromium")
+    assert ui_overhead.main(["--quick", "--out-dir", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "bench_ui_overhead.json").read_text())
+    (headless,), (ui,), (stop,) = data["headless"], data["ui"], data["stops"]
+    assert headless["steps"] == ui["steps"] == data["steps"]
+    assert headless["steps_per_s"] > 0 and ui["steps_per_s"] > 0
+    assert ui["start_to_first_s"] > 0 and 0 < stop["job_stop_s"] <= stop["page_stop_s"]
+    assert stop["stopped_at"] >= stop["job_step_at_click"] >= 1
+    assert ui["cpu_s_per_step"]["app server"] > 0 and ui["cpu_s_per_step"]["browser"] > 0
+    assert "Stop click to job stopped" in (tmp_path / "bench_ui_overhead.md").read_text()
