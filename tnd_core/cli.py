@@ -15,15 +15,28 @@ from tnd_core.config import CustomPPOConfig, add_config_arguments, config_from_a
 from tnd_core.errors import TndError
 
 
+SOURCE_FIELDS = ("teacher_name_or_path", "student_name_or_path", "reward_model_name_or_path", "dataset_name_or_path")
+
+
 def _resolved_config(args: argparse.Namespace) -> CustomPPOConfig:
     base = CustomPPOConfig.load(args.config) if args.config else None
     return config_from_arguments(args, base)
 
 
+def _training_config(args: argparse.Namespace) -> CustomPPOConfig:
+    """As `_resolved_config`, but a run on the bundle without a config file starts from the bundle's recommended config."""
+    on_bundle = all(str(getattr(args, name, "bundle")).startswith("bundle") for name in SOURCE_FIELDS)
+    if args.config or not on_bundle:
+        return _resolved_config(args)
+    from tnd_core.data.bundle import ensure_bundle
+
+    return config_from_arguments(args, CustomPPOConfig.load(ensure_bundle().config))
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from tnd_core.pipeline import run_training
 
-    config = _resolved_config(args)
+    config = _training_config(args)
     run_training(config)
     return 0
 
@@ -40,6 +53,8 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
     from tnd_core.data.bundle import build_bundle
 
     paths = build_bundle(size=args.size, cache_dir=args.cache_dir, force=args.force)
+    info = paths.info()
+    print(f"built in {info['build_seconds']:.0f} s; " + ", ".join(f"{k}={v:.3f}" for k, v in info["metrics"].items() if v is not None))
     print(f"bundle ready at {paths.root}")
     return 0
 
@@ -67,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     config.set_defaults(func=_cmd_config)
 
     bundle = sub.add_parser("bundle", help="Build the embedded baby-language bundle (teacher, reward models, data).")
-    bundle.add_argument("--size", default="default", choices=("tiny", "default"), help="tiny: seconds, for tests; default: the product bundle.")
+    bundle.add_argument("--size", default=None, choices=("tiny", "default"), help="tiny: a minute, for tests; default: the product bundle (default: $TND_BUNDLE_SIZE or 'default').")
     bundle.add_argument("--cache_dir", default=None, help="Where to build it (default: $TND_CACHE_DIR or ~/.cache/tnd_studio).")
     bundle.add_argument("--force", action="store_true", help="Rebuild even if a current bundle exists.")
     bundle.set_defaults(func=_cmd_bundle)
