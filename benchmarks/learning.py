@@ -59,8 +59,9 @@ LABELS = {
     "tnd": "TnD (trials + demos)",
     "tnd_kd": "TnD + logit distillation",
 }
-# As in the paper: no KL penalty in any variant (the teacher still serves as the reference for the KL statistic).
-COMMON = {"init_kl_coef": 0.0, "adap_kl_ctrl": False, "save_steps": 0, "eval_steps": 0, "logging_steps": 1, "patience": 0}
+# As in the paper: no KL penalty in any variant (the teacher still serves as the reference for the KL
+# statistic). Runs end at a token budget, not a step count, so the learning rate stays constant.
+COMMON = {"init_kl_coef": 0.0, "adap_kl_ctrl": False, "save_steps": 0, "eval_steps": 0, "logging_steps": 1, "patience": 0, "scheduler_name": "constant"}
 METRICS = {
     "eval/grammaticality": ("grammaticality", "up"),
     "eval/words_acquired": ("words acquired", "up"),

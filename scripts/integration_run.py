@@ -1,8 +1,9 @@
 """The integration run: `tnd train` with default settings on the bundle, then its learning curve.
 
 Runs exactly what `tnd train` runs with no flags (the bundle's recommended config through
-`tnd_core.pipeline.run_training`), records every evaluation with its wall-clock time, and writes
-docs/integration_curve.png and the table and figures in docs/INTEGRATION.md.
+`tnd_core.pipeline.build_trainer`), records every evaluation with its wall-clock time, and writes
+docs/integration_curve.png, docs/integration_curve.json (raw numbers) and docs/INTEGRATION.md
+(the bundle's build figures, the table, the teacher as a reference row).
 
     python scripts/integration_run.py                      # default bundle, ~10 min on 2 CPU cores
     TND_BUNDLE_SIZE=tiny python scripts/integration_run.py --out-dir /tmp/integration
@@ -11,6 +12,8 @@ docs/integration_curve.png and the table and figures in docs/INTEGRATION.md.
 from __future__ import annotations
 
 import argparse
+import datetime
+import importlib.metadata
 import json
 import os
 import platform
@@ -47,7 +50,13 @@ def run(output_dir: Path) -> tuple[list[dict], dict, float]:
     evaluations.append({"step": 0, "seconds": 0.0, **trainer.evaluator(trainer.student, trainer.teacher)})
     started = time.perf_counter()
     trainer.train()
-    return evaluations, {**paths.info(), "config": config.to_dict()}, time.perf_counter() - started
+    seconds = time.perf_counter() - started
+    teacher = {"step": "teacher", "seconds": None, **trainer.evaluator(trainer.teacher, trainer.teacher)}
+    return evaluations, {**paths.info(), "config": config.to_dict(), "teacher_reference": teacher}, seconds
+
+
+def _version(package: str) -> str:
+    return importlib.metadata.version(package)
 
 
 def plot(evaluations: list[dict], png: Path) -> None:
@@ -69,14 +78,66 @@ def plot(evaluations: list[dict], png: Path) -> None:
     fig.savefig(png, dpi=120)
 
 
+def _minutes(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds / 60:.1f}"
+
+
 def table(evaluations: list[dict]) -> str:
+    """Markdown table of the evaluations (a row without minutes is a reference, e.g. the teacher)."""
     head = "| step | minutes | grammaticality | words acquired | teacher-student KL | perplexity | distinct-2 |\n|---:|---:|---:|---:|---:|---:|---:|\n"
     rows = [
-        f"| {e['step']} | {e['seconds'] / 60:.1f} | {e['eval/grammaticality']:.3f} | {e['eval/words_acquired']:.0f} | "
-        f"{e['eval/teacher_student_kl']:.3f} | {e['eval/perplexity']:.1f} | {e['eval/distinct_2']:.3f} |"
+        f"| {e['step']} | {_minutes(e['seconds'])} | {e['eval/grammaticality']:.3f} | "
+        f"{e['eval/words_acquired']:.0f} | {e['eval/teacher_student_kl']:.3f} | {e['eval/perplexity']:.1f} | {e['eval/distinct_2']:.3f} |"
         for e in evaluations
     ]
     return head + "\n".join(rows) + "\n"
+
+
+def report(evaluations: list[dict], info: dict, seconds: float, total_seconds: float, machine: str, command: str) -> str:
+    """docs/INTEGRATION.md: what ran, on what, the bundle's own figures, the curve and the table."""
+    m, spec, counts, config = info["metrics"], info["spec"], info["counts"], info["config"]
+    start, end, teacher = evaluations[0], evaluations[-1], info["teacher_reference"]
+    stage_s = ", ".join(f"{k} {v:.0f} s" for k, v in info["stage_seconds"].items())
+    return f"""# Integration run: `tnd train` on the embedded default
+
+`tnd train` with no flags trains the bundle's from-scratch student with the bundle's recommended
+config (trials scored by the stage reward model, teacher demonstrations, logit distillation). This
+page is written by `{command}`; it runs exactly that configuration, headless, on the CPU.
+
+Machine: {machine}; {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; Python {platform.python_version()}, torch {_version("torch")}, transformers {_version("transformers")}, TRL {_version("trl")}.
+
+## Result
+
+In **{seconds / 60:.1f} minutes** of training ({total_seconds / 60:.1f} min including loading and the first evaluation;
+budget: 10 min), {config["steps"]} PPO steps of {config["batch_size"]} prompts:
+
+| metric (held-out, 64 samples / {spec["eval_sentences"]} sentences) | from scratch | after {end["step"]} steps | teacher |
+|---|---:|---:|---:|
+| grammaticality of samples | {start["eval/grammaticality"]:.3f} | **{end["eval/grammaticality"]:.3f}** | {teacher["eval/grammaticality"]:.3f} |
+| words acquired (surprisal below threshold) | {start["eval/words_acquired"]:.0f} | **{end["eval/words_acquired"]:.0f}** | {teacher["eval/words_acquired"]:.0f} |
+| teacher-to-student KL (nats/token) | {start["eval/teacher_student_kl"]:.3f} | **{end["eval/teacher_student_kl"]:.3f}** | 0 |
+| held-out perplexity | {start["eval/perplexity"]:.1f} | **{end["eval/perplexity"]:.1f}** | {teacher["eval/perplexity"]:.1f} |
+
+![learning curves](integration_curve.png)
+
+## The bundle it ran on
+
+`{info["size"]}` bundle, version {info["version"]}, built in **{info["build_seconds"]:.0f} s** ({stage_s}).
+Vocabulary {counts["vocabulary"]} words; teacher {counts["teacher_parameters"]:,} parameters, student {counts["student_parameters"]:,}.
+
+| figure | value |
+|---|---:|
+| teacher grammaticality (sampled sentences) | {m["teacher_grammaticality"]:.3f} |
+| stage reward model, held-out Pearson correlation with log2(step) | {m["reward_stage_pearson"]:.3f} |
+| grammar reward model, held-out pair accuracy | {m["reward_grammar_accuracy"]:.3f} |
+| student grammaticality before training | {m["student_grammaticality"]:.3f} |
+
+## Every evaluation
+
+{table(evaluations + [teacher])}
+Raw numbers: `integration_curve.json`. The test `tests/test_integration.py` asserts the same
+directions on the tiny bundle with a small budget.
+"""
 
 
 def main() -> None:
@@ -86,12 +147,17 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
+    load = os.getloadavg()[0]
     evaluations, info, seconds = run(Path(args.run_dir))
+    total = time.perf_counter() - began
+    machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, load average {load:.1f} at the start"
+    command = "python scripts/integration_run.py" + (f" --out-dir {args.out_dir}" if out != REPO / "docs" else "")
     plot(evaluations, out / "integration_curve.png")
-    (out / "integration_curve.json").write_text(json.dumps({"evaluations": evaluations, "run_seconds": seconds, "bundle": info, "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at the end"}, indent=1))
-    (out / "integration_table.md").write_text(table(evaluations))
+    (out / "integration_curve.json").write_text(json.dumps({"evaluations": evaluations, "run_seconds": seconds, "total_seconds": total, "bundle": info, "machine": machine, "command": command}, indent=1))
+    (out / "INTEGRATION.md").write_text(report(evaluations, info, seconds, total, machine, command))
     print(table(evaluations))
-    print(f"run time {seconds / 60:.1f} min; curve in {out / 'integration_curve.png'}")
+    print(f"run time {seconds / 60:.1f} min ({total / 60:.1f} min in all); report in {out / 'INTEGRATION.md'}")
 
 
 if __name__ == "__main__":

@@ -131,7 +131,7 @@ class CustomPPOConfig:
 
     # --- optimizer
     learning_rate: float = _opt(1.41e-5, "Learning rate.", "optimizer", gt=0.0)
-    optimizer_name: str = _opt("adamw", "adamw, adam, sgd, adafactor, or the name of any torch.optim class.", "optimizer")
+    optimizer_name: str = _opt("adamw", "adamw, adam, sgd, adafactor, or the name of any torch.optim class. adamw and adam use the fused kernel unless optimizer_kwargs sets fused or foreach.", "optimizer")
     optimizer_kwargs: dict = _opt({}, "Extra keyword arguments of the optimizer (JSON object), e.g. {\"weight_decay\": 0.01}.", "optimizer")
     max_grad_norm: float | None = _opt(1.0, "Clip gradients to this norm; empty for no clipping.", "optimizer", gt=0.0)
     optimize_device_cache: bool = _opt(False, "Free the accelerator's cache between phases of a step (alias: optimize_cuda_cache).", "optimizer")

@@ -215,6 +215,10 @@ class CustomPPOTrainer:
                 options = {"scale_parameter": False, "relative_step": False, "warmup_init": False, **kwargs}
                 return Adafactor(params, lr=lr, **options)
             cls = builtin.get(name) or getattr(torch.optim, name)
+            if name in ("adamw", "adam") and not {"fused", "foreach"} & kwargs.keys():
+                # As transformers' Trainer (adamw_torch_fused): on small models the per-tensor loop
+                # of the default implementation costs several times the update itself.
+                kwargs["fused"] = True
             return cls(params, lr=lr, **kwargs)
         except (TypeError, ValueError) as exc:
             raise ConfigError("optimizer_kwargs", kwargs, f"not accepted by optimizer {name!r}: {exc}") from exc
