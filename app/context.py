@@ -82,6 +82,11 @@ class BundleManager:
     def ready(self) -> bool:
         return self._ready.is_set() and self.error is None
 
+    @property
+    def settled(self) -> bool:
+        """Ready or failed: the status line will not change again."""
+        return self._ready.is_set()
+
     def status_line(self) -> str:
         """One line for the UI: progress while building, the path when ready, the error if any."""
         if self.error:
@@ -133,6 +138,9 @@ class AppContext:
     models_lock: threading.Lock = field(default_factory=threading.Lock)
     session_tokens: dict[str, str] = field(default_factory=dict)
     poll_s: float = 1.0
+    # Plots and tables are redrawn at most this often while steps stream in: a Plotly redraw costs
+    # the browser ~0.1 CPU-s per figure, and a local browser shares the CPU with the training.
+    redraw_s: float = 3.0
 
     def owner_token(self, token: str | None, session_hash: str | None) -> str:
         """The browser's owner token, or the one its session got first (its load event and a fast

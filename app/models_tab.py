@@ -74,11 +74,16 @@ def build(ctx: AppContext, form: Form, config: CustomPPOConfig) -> None:
 
     shown = gr.State("")
 
-    def bundle_tick(last: str) -> Any:
-        line = ctx.bundle.status_line()
-        return gr.skip() if line == last else (line, line)
+    bundle_timer = gr.Timer(ctx.poll_s * 2)
 
-    gr.Timer(ctx.poll_s * 2).tick(bundle_tick, inputs=shown, outputs=[bundle_line, shown], show_progress="hidden", queue=False)
+    def bundle_tick(last: str) -> Any:
+        # once the bundle is ready (or failed) its line is final: stop polling, each tick costs the browser
+        settled = ctx.bundle.settled
+        line = ctx.bundle.status_line()
+        stop = gr.Timer(active=False) if settled else gr.skip()
+        return (gr.skip(), gr.skip(), stop) if line == last else (line, line, stop)
+
+    bundle_timer.tick(bundle_tick, inputs=shown, outputs=[bundle_line, shown, bundle_timer], show_progress="hidden", queue=False)
 
     names = [n for _, n in ROLES] + ["trust_remote_code"]
 

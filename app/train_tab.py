@@ -1,7 +1,9 @@
 """Train tab: Start / Pause / Resume / Stop, progress, live plots, the latest rollout and evaluation.
 
-A `gr.Timer` polls the runner's store about once a second; a session redraws only when the store
-has moved on since its last tick, and plots only when new steps arrived.
+A `gr.Timer` polls the runner's store about once a second; a session updates only when the store
+has moved on since its last tick. Progress, status and buttons follow every tick (sent only when
+they changed); plots, tables and the log are redrawn when new steps arrived, at most every
+`ctx.redraw_s` while the job runs (at once for a run's first points, on pause and at the end).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import html
 import math
 import threading
+import time
 from typing import Any
 
 import gradio as gr
@@ -19,7 +22,7 @@ from tnd_core.errors import TndError
 from app import plots
 from app.context import AppContext
 from app.forms import Form, errors_markdown
-from app.runner import Snapshot
+from app.runner import TERMINAL_STATES, Snapshot
 
 ROLLOUT_COLUMNS = ["prompt", "student trial", "trial score", "teacher demo", "demo score"]
 LEGEND = "Reward: higher is better. KL: the penalty's KL should stay in the green band around its target; teacher→student KL should fall."
@@ -160,38 +163,54 @@ def build(ctx: AppContext, form: Form, owner: gr.BrowserState, check_summary: gr
             eval_table = gr.Dataframe(interactive=False)
     with gr.Accordion("Log", open=False):
         log_box = gr.Textbox(lines=12, max_lines=12, show_label=False, autoscroll=True)
-    seen = gr.State({"version": -1, "run": -1, "steps": -1, "evals": -1, "role": ""})
+    seen = gr.State({"version": -1, "run": -1, "steps": -1, "evals": -1, "role": "", "drawn_at": 0.0, "pending": False, "sent": []})
     cache = FigureCache()
     timer = gr.Timer(ctx.poll_s)
 
     buttons = [start, pause, resume, stop]
     plot_outputs = [reward_plot, kl_plot, loss_plot, health_plot, eval_plot]
-    tick_outputs = [seen, progress, status, warnings, role_note, rollout, eval_table, log_box, *buttons, *plot_outputs, eval_box]
+    light_outputs = [progress, status, warnings, role_note, *buttons]
+    heavy_outputs = [log_box, rollout, eval_table, *plot_outputs, eval_box]
 
     def tick(token: str | None, last: dict) -> Any:
         role = role_of(ctx, token)
         version = ctx.runner.store.version
-        if last.get("version") == version and last.get("role") == role:
+        now = time.monotonic()
+        due = now - last.get("drawn_at", 0.0) >= ctx.redraw_s
+        if last.get("version") == version and last.get("role") == role and not (last.get("pending") and due):
             return gr.skip()
         snap = ctx.runner.store.snapshot()
         new_run = snap.run != last.get("run")
         new_steps = new_run or len(snap.steps) != last.get("steps")
         new_evals = new_run or len(snap.eval_steps) != last.get("evals")
+        settled = snap.state in TERMINAL_STATES or snap.state == "paused"
+        redraw = (new_steps or new_evals) and (due or settled or new_run or last.get("steps", -1) <= 0)
         target = snap.config.target if snap.config else None
-        warn = plots.health_warnings(snap.stats, target)
-        outputs = [
-            {"version": snap.version, "run": snap.run, "steps": len(snap.steps), "evals": len(snap.eval_steps), "role": role},
+        light = [
             progress_html(snap),
             status_markdown(snap),
-            "\n".join(f"⚠️ {w}" for w in warn),
+            "\n".join(f"⚠️ {w}" for w in plots.health_warnings(snap.stats, target)),
             ROLE_NOTES[role],
-            rollout_frame(snap),
-            eval_frame(snap),
-            snap.log_tail,
             *button_updates(ctx, role),
         ]
-        # redraw only what changed: each Plotly redraw costs the browser real time
-        figs = cache.get(snap) if new_steps or new_evals else []
+        # send only what changed: every update makes the browser lay out and paint again
+        sent = [repr(value) for value in light]
+        previous = last.get("sent") or [None] * len(sent)
+        outputs: list[Any] = [
+            {
+                "version": snap.version, "run": snap.run, "role": role,
+                "steps": len(snap.steps) if redraw else last.get("steps", -1),
+                "evals": len(snap.eval_steps) if redraw else last.get("evals", -1),
+                "drawn_at": now if redraw else last.get("drawn_at", 0.0),
+                "pending": (new_steps or new_evals) and not redraw,
+                "sent": sent,
+            },
+            *(gr.skip() if key == before else value for value, key, before in zip(light, sent, previous)),
+        ]
+        if not redraw:
+            return outputs + [gr.skip()] * len(heavy_outputs)
+        outputs += [snap.log_tail, rollout_frame(snap), eval_frame(snap)]
+        figs = cache.get(snap)
         outputs += figs[:4] if new_steps else [gr.skip()] * 4
         outputs.append(figs[4] if new_evals else gr.skip())
         # open the evaluation panel when a run's first evaluation arrives; later the user decides
@@ -199,7 +218,7 @@ def build(ctx: AppContext, form: Form, owner: gr.BrowserState, check_summary: gr
         outputs.append(gr.update(open=True) if first_eval else gr.skip())
         return outputs
 
-    timer.tick(tick, inputs=[owner, seen], outputs=tick_outputs, show_progress="hidden", queue=False)
+    timer.tick(tick, inputs=[owner, seen], outputs=[seen, *light_outputs, *heavy_outputs], show_progress="hidden", queue=False)
 
     def on_start(token: str | None, request: gr.Request, *values: Any) -> tuple[str, Any, str]:
         # a click that beats the page's load event has no token yet: the session's becomes the browser's
