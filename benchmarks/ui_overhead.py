@@ -78,12 +78,16 @@ def headless_run(steps: int, output_dir: str) -> dict[str, float]:
     }
 
 
+_CPU_BY_PID: dict[int, tuple[str, float]] = {}
+
+
 def cpu_seconds() -> dict[str, float]:
-    """CPU seconds used so far by this process, the app server (a child running app.py) and the browser (chromium)."""
+    """CPU seconds used so far by this process, the app server (a child running app.py) and the browser
+    (chromium). A child that has exited keeps its last reading, so the totals never go backwards."""
     import psutil
 
     me = psutil.Process()
-    out = {"this process": sum(me.cpu_times()[:2]), "app server": 0.0, "browser": 0.0}
+    _CPU_BY_PID[me.pid] = ("this process", sum(me.cpu_times()[:2]))
     for child in me.children(recursive=True):
         try:
             name, cmd, times = child.name(), " ".join(child.cmdline()), child.cpu_times()
@@ -91,7 +95,10 @@ def cpu_seconds() -> dict[str, float]:
             continue
         key = "browser" if "chrom" in name or "chrom" in cmd else "app server" if "app.py" in cmd else None
         if key:
-            out[key] += times.user + times.system
+            _CPU_BY_PID[child.pid] = (key, times.user + times.system)
+    out = {"this process": 0.0, "app server": 0.0, "browser": 0.0}
+    for key, seconds in _CPU_BY_PID.values():
+        out[key] += seconds
     return out
 
 
