@@ -80,6 +80,15 @@ def eval_frame(snap: Snapshot) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["metric", f"value (step {snap.eval_steps[-1] if snap.eval_steps else '-'})"])
 
 
+def should_redraw(last: dict, state: str, new_run: bool, new_data: bool, now: float, redraw_s: float) -> bool:
+    """Whether a tick redraws plots, tables and log: only with new data, and then for a run's first
+    points, for a job that settled (paused or ended), or once `redraw_s` passed since the last redraw."""
+    if not new_data:
+        return False
+    settled = state in TERMINAL_STATES or state == "paused"
+    return new_run or settled or last.get("steps", -1) <= 0 or now - last.get("drawn_at", 0.0) >= redraw_s
+
+
 def figures(snap: Snapshot) -> list[Any]:
     """The five live figures of a snapshot."""
     cfg = snap.config
@@ -183,8 +192,7 @@ def build(ctx: AppContext, form: Form, owner: gr.BrowserState, check_summary: gr
         new_run = snap.run != last.get("run")
         new_steps = new_run or len(snap.steps) != last.get("steps")
         new_evals = new_run or len(snap.eval_steps) != last.get("evals")
-        settled = snap.state in TERMINAL_STATES or snap.state == "paused"
-        redraw = (new_steps or new_evals) and (due or settled or new_run or last.get("steps", -1) <= 0)
+        redraw = should_redraw(last, snap.state, new_run, new_steps or new_evals, now, ctx.redraw_s)
         target = snap.config.target if snap.config else None
         light = [
             progress_html(snap),

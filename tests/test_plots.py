@@ -71,3 +71,26 @@ def test_eval_figure_shows_teacher_student_kl_and_keeps_the_rest_a_click_away():
     visible = {t.name: t.visible for t in fig.data}
     assert visible == {"grammaticality": "legendonly", "teacher_student_kl": True, "vocab_size": "legendonly"}
     assert fig.layout.uirevision == "Evaluation"
+
+
+def test_live_redraws_are_throttled_while_steps_stream_but_never_lag_a_settled_job():
+    from app.train_tab import should_redraw
+
+    redraw_s = 3.0
+    last = {"steps": -1, "drawn_at": 0.0}
+    drawn = []
+    # a run streaming 2 steps a second, polled every second for 12 s
+    for tick in range(1, 13):
+        now = 100.0 + tick
+        if should_redraw(last, "running", new_run=False, new_data=True, now=now, redraw_s=redraw_s):
+            drawn.append(tick)
+            last = {"steps": 2 * tick, "drawn_at": now}
+    assert drawn[0] == 1  # the first points show at once
+    assert all(b - a >= redraw_s for a, b in zip(drawn, drawn[1:])) and len(drawn) == 4
+    # nothing new: nothing to draw, however long it has been
+    assert not should_redraw(last, "running", new_run=False, new_data=False, now=1e6, redraw_s=redraw_s)
+    # the last steps of a job that ended or paused are drawn at once
+    for state in ("completed", "stopped", "failed", "paused"):
+        assert should_redraw(last, state, new_run=False, new_data=True, now=last["drawn_at"] + 0.1, redraw_s=redraw_s)
+    # a new run replaces the old curves at once
+    assert should_redraw(last, "running", new_run=True, new_data=True, now=last["drawn_at"] + 0.1, redraw_s=redraw_s)
