@@ -19,20 +19,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+from benchmarks.app_server import running_app
 from benchmarks.common import DOCS, command_line, machine, machine_line, quiet_libraries, set_threads, summary, table, write_report
 
-REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
 VIEWPORT = {"width": 1400, "height": 1000}
@@ -103,43 +99,6 @@ def cpu_seconds() -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------- the app in a browser
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def running_app(workdir: Path, timeout_s: float = 300.0) -> Iterator[str]:
-    """`python app.py` in `workdir` on a free port; yields its URL once it answers. Output goes to app.log."""
-    port = _free_port()
-    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
-    url = f"http://127.0.0.1:{port}/"
-    log_path = workdir / "app.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, str(REPO / "app.py")], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + timeout_s
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"app.py exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-                try:
-                    with urllib.request.urlopen(url, timeout=2):
-                        break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"app.py did not answer within {timeout_s:g} s") from None
-                    time.sleep(0.5)
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-
-
 def _wait(predicate: Any, timeout_s: float, what: str, poll_s: float = 0.05) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -154,6 +113,8 @@ def _open_train_tab(browser: Any, url: str, steps: int) -> Any:
     page = browser.new_page(viewport=VIEWPORT)
     page.goto(url)
     page.wait_for_selector("#load-models", timeout=120_000)
+    # the page's load event may refill the form (the bundle's recommended values): type after it
+    page.wait_for_function("() => localStorage.getItem('tnd_studio_owner') !== null", timeout=120_000, polling=100)
     page.get_by_role("tab", name="Config").click()
     box = page.locator("#cfg-steps input")
     box.fill(str(steps))
@@ -289,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         import tnd_core.pipeline  # noqa: F401  (imports before the first timed call, as the app has them loaded)
         import tnd_core.trainers.ppo_trainer.ppo  # noqa: F401
         data["bundle_size"] = os.environ.get("TND_BUNDLE_SIZE") or "default"
-        with running_app(work) as url, sync_playwright() as p:
+        with running_app(work, timeout_s=300) as url, sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             client = Client(url, verbose=False)
             for rep in range(args.reps):

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from app_server import running_app
+from benchmarks.app_server import running_app
 
 pytestmark = pytest.mark.slow
 

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1] / "tests"))
+sys.path.insert(0, str(HERE.parents[1]))
 
-from app_server import running_app  # noqa: E402  (the tests' launcher of `python app.py`)
+from benchmarks.app_server import running_app  # noqa: E402  (the launcher of `python app.py` the tests use)
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from app_server import REPO, running_app
+from benchmarks.app_server import REPO, running_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -1,4 +1,4 @@
-"""Launch `python app.py` as a user would, on a free port, for the API and browser tests.
+"""Launch `python app.py` as a user would, on a free port: for the API and browser tests and the UI benchmark.
 
 The server inherits the environment (TND_CACHE_DIR and TND_BUNDLE_SIZE from the `tiny_bundle`
 fixture), runs in a scratch folder so its outputs stay out of the repository, and writes its
