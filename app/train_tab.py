@@ -80,13 +80,17 @@ def eval_frame(snap: Snapshot) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["metric", f"value (step {snap.eval_steps[-1] if snap.eval_steps else '-'})"])
 
 
+def is_settled(state: str) -> bool:
+    """A job that will not log more steps until the user acts: paused or ended."""
+    return state in TERMINAL_STATES or state == "paused"
+
+
 def should_redraw(last: dict, state: str, new_run: bool, new_data: bool, now: float, redraw_s: float) -> bool:
     """Whether a tick redraws plots, tables and log: only with new data, and then for a run's first
     points, for a job that settled (paused or ended), or once `redraw_s` passed since the last redraw."""
     if not new_data:
         return False
-    settled = state in TERMINAL_STATES or state == "paused"
-    return new_run or settled or last.get("steps", -1) <= 0 or now - last.get("drawn_at", 0.0) >= redraw_s
+    return new_run or is_settled(state) or last.get("steps", -1) <= 0 or now - last.get("drawn_at", 0.0) >= redraw_s
 
 
 def figures(snap: Snapshot) -> list[Any]:
@@ -216,7 +220,8 @@ def build(ctx: AppContext, form: Form, owner: gr.BrowserState, check_summary: gr
             *(gr.skip() if key == before else value for value, key, before in zip(light, sent, previous)),
         ]
         if not redraw:
-            return outputs + [gr.skip()] * len(heavy_outputs)
+            # an error or a stop can arrive without new steps: its last log lines still show
+            return outputs + [snap.log_tail if is_settled(snap.state) else gr.skip()] + [gr.skip()] * (len(heavy_outputs) - 1)
         outputs += [snap.log_tail, rollout_frame(snap), eval_frame(snap)]
         figs = cache.get(snap)
         outputs += figs[:4] if new_steps else [gr.skip()] * 4
