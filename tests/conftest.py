@@ -31,3 +31,11 @@ def tiny_bundle():
     paths = ensure_bundle("tiny", cache)
     yield paths
     patch.undo()
+
+
+@pytest.fixture
+def tok():
+    """The word-level tokenizer of the tiny test models (tests/tnd_tiny.py)."""
+    from tnd_tiny import make_tokenizer
+
+    return make_tokenizer()

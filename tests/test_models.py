@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tnd_tiny import ConstantReward, make_classifier, make_lm, make_tokenizer, one_torch_thread  # noqa: F401
+from tnd_tiny import ConstantReward, make_classifier, make_lm, one_torch_thread  # noqa: F401
 
 from tnd_core.errors import ConfigError, TndError
 from tnd_core.models import (
@@ -20,16 +20,6 @@ from tnd_core.models import (
     load_student,
     load_teacher,
 )
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
-@pytest.fixture
-def tok():
-    return make_tokenizer()
 
 
 def _ids(tok, text):

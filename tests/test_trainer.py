@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 import torch
-from tnd_tiny import ConstantReward, TargetWordReward, make_classifier, make_lm, make_tokenizer, one_torch_thread, prompts  # noqa: F401
+from tnd_tiny import ConstantReward, TargetWordReward, make_classifier, make_lm, one_torch_thread, prompts  # noqa: F401
 
 from tnd_core.config import CustomPPOConfig
 from tnd_core.errors import ConfigError
@@ -26,16 +26,6 @@ SPEC_STATS = [
     "ppo/learning_rate", "ppo/early_stopped", "ppo/epochs_run", "tokens/response_len_mean", "time/rollout", "time/score",
     "time/optimize", "time/teacher", "perf/samples_per_s", "perf/tokens_per_s", "distill/teacher_student_kl",
 ]
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
-@pytest.fixture
-def tok():
-    return make_tokenizer()
 
 
 class Recorder:

@@ -59,10 +59,55 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_reward(args: argparse.Namespace) -> int:
-    from tnd_core.trainers.reward_trainer.reward import run_reward_cli
+def _add_reward_arguments(parser: argparse.ArgumentParser) -> None:
+    from tnd_core.trainers.reward_trainer.reward import MODES, SCRATCH
 
-    return run_reward_cli(args)
+    """Flags of `tnd reward`."""
+    parser.add_argument("--mode", default="pairwise", choices=MODES, help="pairwise: chosen/rejected pairs (TRL RewardTrainer); regression or classification: text + target.")
+    parser.add_argument("--model", required=True, help=f"Hub id or local folder to start from, or '{SCRATCH}' for a small BERT built for --tokenizer.")
+    parser.add_argument("--tokenizer", default=None, help="Tokenizer folder or hub id, or 'bundle' (default: the model's own).")
+    parser.add_argument("--data", required=True, help="Training data: CSV, JSONL or JSON file, a dataset folder or a hub dataset id.")
+    parser.add_argument("--eval_data", default=None, help="Held-out data (default: --eval_fraction of --data).")
+    parser.add_argument("--eval_fraction", type=float, default=0.1, help="Share of --data held out for the metrics when --eval_data is not given.")
+    parser.add_argument("--output_dir", required=True, help="Folder the model and tokenizer are saved to.")
+    parser.add_argument("--text_column", default="text", help="Column with the text (pointwise modes).")
+    parser.add_argument("--label_column", default="label", help="Column with the target number or class (pointwise modes).")
+    parser.add_argument("--chosen_column", default="chosen", help="Column with the preferred text (pairwise).")
+    parser.add_argument("--rejected_column", default="rejected", help="Column with the rejected text (pairwise).")
+    parser.add_argument("--epochs", type=float, default=1.0, help="Passes over the training data.")
+    parser.add_argument("--max_steps", type=int, default=-1, help="Optimizer steps; -1 trains for --epochs.")
+    parser.add_argument("--learning_rate", type=float, default=1e-4, help="Learning rate (AdamW, linear decay).")
+    parser.add_argument("--batch_size", type=int, default=16, help="Examples (pairs in pairwise mode) per step.")
+    parser.add_argument("--max_length", type=int, default=128, help="Texts are truncated to this many tokens.")
+    parser.add_argument("--seed", type=int, default=0, help="Random seed.")
+
+
+def _cmd_reward(args: argparse.Namespace) -> int:
+    """`tnd reward`: train, save, print the held-out metrics."""
+    from tnd_core.trainers.reward_trainer.reward import train_reward_model
+
+    result = train_reward_model(
+        args.model,
+        args.data,
+        args.output_dir,
+        mode=args.mode,
+        tokenizer=args.tokenizer,
+        eval_data=args.eval_data,
+        eval_fraction=args.eval_fraction,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        chosen_column=args.chosen_column,
+        rejected_column=args.rejected_column,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        seed=args.seed,
+    )
+    held_out = ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items()) or "no held-out data"
+    print(f"reward model ({result.mode}) saved to {result.output_dir}: {held_out}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,10 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     bundle.add_argument("--force", action="store_true", help="Rebuild even if a current bundle exists.")
     bundle.set_defaults(func=_cmd_bundle)
 
-    from tnd_core.trainers.reward_trainer.reward import add_reward_arguments
-
     reward = sub.add_parser("reward", help="Train a reward model (pairwise or pointwise).")
-    add_reward_arguments(reward)
+    _add_reward_arguments(reward)
     reward.set_defaults(func=_cmd_reward)
     return parser
 

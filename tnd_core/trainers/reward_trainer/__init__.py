@@ -3,10 +3,8 @@
 from tnd_core.trainers.reward_trainer.reward import (
     MODES,
     RewardTrainingResult,
-    add_reward_arguments,
     classifier_to_reward_model,
     load_reward_data,
-    run_reward_cli,
     small_bert_classifier,
     train_reward_model,
 )
@@ -14,10 +12,8 @@ from tnd_core.trainers.reward_trainer.reward import (
 __all__ = [
     "MODES",
     "RewardTrainingResult",
-    "add_reward_arguments",
     "classifier_to_reward_model",
     "load_reward_data",
-    "run_reward_cli",
     "small_bert_classifier",
     "train_reward_model",
 ]
