@@ -37,7 +37,7 @@ WORKER = textwrap.dedent(
     final = torch.cat([p.detach().flatten() for p in trainer.student.parameters()])
     rank = trainer.accelerator.process_index
     torch.save({{"initial": initial, "final": final, "world": trainer.accelerator.num_processes,
-                 "first_batch": trainer._stream("ppo", 16, 0), "kl_coef": trainer.kl_ctl.value, "result_step": result["step"]}},
+                 "first_batch": trainer.item_stream("ppo", 16).batch(0), "kl_coef": trainer.kl_ctl.value, "result_step": result["step"]}},
                out / f"rank{{rank}}.pt")
     """
 )

@@ -11,13 +11,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tnd_core.divergence import kd_divergence
 from tnd_core.trainers.ppo_trainer.early_stopping import EarlyStopping
 from tnd_core.trainers.ppo_trainer.kl_control import AdaptiveKLController, FixedKLController, make_kl_controller
 from tnd_core.trainers.ppo_trainer.losses import (
     clm_loss,
     compute_advantages,
     compute_rewards,
-    kd_divergence,
     kd_loss,
     kl_penalty,
     masked_mean,
@@ -27,7 +27,7 @@ from tnd_core.trainers.ppo_trainer.losses import (
     response_mask,
     value_loss,
 )
-from tnd_core.trainers.ppo_trainer.rollout import batch_from_lists
+from tnd_core.trainers.ppo_trainer.batch import batch_from_lists
 from tnd_core.trainers.ppo_trainer.score_processing import RunningMoments, ScoreProcessor, shape_scores
 
 T = torch.tensor

@@ -17,7 +17,7 @@ from tnd_core.events import CheckpointEvent, ErrorEvent, EvalEvent, RolloutEvent
 from tnd_core.models import RewardModel, StudentModel, TeacherModel
 from tnd_core.trainers import CustomPPOTrainer
 from tnd_core.trainers.ppo_trainer import checkpoint
-from tnd_core.trainers.ppo_trainer.ppo import TrainingDiverged
+from tnd_core.errors import TrainingDiverged
 
 SPEC_STATS = [
     "env/reward_mean", "env/reward_std", "env/demo_reward_mean", "objective/kl", "objective/kl_coef", "ppo/loss/policy",

@@ -8,13 +8,15 @@ is any callable taking one event. Control (stop, pause) goes the other way throu
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
-from typing import Callable, Union
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Union
 
 
 @dataclass
 class StepEvent:
-    """Statistics of one logged step (names as in TND_SPEC section 3)."""
+    """Statistics of one logged step (names in `tnd_core.stats`)."""
 
     step: int
     total_steps: int
@@ -75,15 +77,38 @@ Event = Union[StepEvent, RolloutEvent, EvalEvent, CheckpointEvent, ErrorEvent, S
 Subscriber = Callable[[Event], None]
 
 
-@dataclass
+@dataclass(frozen=True)
+class TrainingModels:
+    """What a request submitted through `TrainingControl.submit` receives: the run's models at a
+    moment when no step can change their weights. `teacher` and `reward_model` are None when the
+    run does not use them."""
+
+    step: int
+    student: Any
+    teacher: Any = None
+    reward_model: Any = None
+
+
+Request = Callable[[Optional[TrainingModels]], Any]
+
+
 class TrainingControl:
-    """Thread-safe requests to a running trainer; they take effect after the current step."""
+    """Thread-safe requests to a running trainer; they take effect after the current step.
 
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _running: threading.Event = field(default_factory=threading.Event)
+    Stop and pause steer the run. `submit(fn)` asks for `fn(models)` to run where the weights cannot
+    change under it: the trainer serves it in the training thread between two steps (or at once
+    while paused). Before a trainer attaches and after it ends, `fn` runs at once in the caller's
+    thread, with the last models the trainer handed out (None before any).
+    """
 
-    def __post_init__(self) -> None:
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._running = threading.Event()
         self._running.set()
+        self._lock = threading.Lock()
+        self._pending: deque[tuple[Request, Future]] = deque()
+        self._models: TrainingModels | None = None
+        self._attached = False
 
     def request_stop(self) -> None:
         """End training after the current step; the trainer saves a checkpoint."""
@@ -104,7 +129,48 @@ class TrainingControl:
     def paused(self) -> bool:
         return not self._running.is_set()
 
-    def wait_while_paused(self, poll_s: float = 0.2) -> None:
-        """Block the training thread while paused; returns at once on resume or stop."""
+    def wait_while_paused(self, poll_s: float = 0.1) -> None:
+        """Block the training thread while paused, serving requests; returns at once on resume or stop."""
         while not self._running.wait(poll_s):
-            pass
+            self.serve()
+
+    # ------------------------------------------------------------------ requests between steps
+    def submit(self, fn: Request) -> Future:
+        """Run `fn(models)` where no step changes the weights; the future holds its result or error."""
+        future: Future = Future()
+        with self._lock:
+            if self._attached:
+                self._pending.append((fn, future))
+                return future
+            models = self._models
+        _run(fn, models, future)
+        return future
+
+    def attach(self, models: TrainingModels) -> None:
+        """Called by the trainer when it starts: requests now wait for the training thread."""
+        with self._lock:
+            self._models, self._attached = models, True
+
+    def serve(self, models: TrainingModels | None = None) -> None:
+        """Called by the trainer between steps: run every pending request on `models` (default: the last)."""
+        with self._lock:
+            if models is not None:
+                self._models = models
+            models = self._models
+            pending, self._pending = list(self._pending), deque()
+        for fn, future in pending:
+            if future.set_running_or_notify_cancel():  # a caller that timed out cancelled it
+                _run(fn, models, future)
+
+    def detach(self) -> None:
+        """Called by the trainer when it ends: pending and later requests run on the final weights."""
+        with self._lock:
+            self._attached = False
+        self.serve()
+
+
+def _run(fn: Request, models: TrainingModels | None, future: Future) -> None:
+    try:
+        future.set_result(fn(models))
+    except Exception as exc:  # handed to the waiting caller, never raised in the training thread
+        future.set_exception(exc)

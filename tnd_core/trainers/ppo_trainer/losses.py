@@ -1,4 +1,4 @@
-"""PPO and distillation math as small pure functions (names follow TND_SPEC section 2 and TRL 0.11).
+"""PPO and distillation math as small pure functions (names follow docs/ALGORITHM.md and TRL 0.11).
 
 Shapes: B samples, R response positions, V vocabulary. `mask` is 1 on response tokens that count
 (up to and including the first EOS) and 0 on padding.
@@ -6,11 +6,11 @@ Shapes: B samples, R response positions, V vocabulary. `mask` is 1 on response t
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from trl.trainer.utils import entropy_from_logits, selective_log_softmax
+
+from tnd_core.divergence import kd_divergence
 
 __all__ = [
     "clm_loss",
@@ -18,7 +18,6 @@ __all__ = [
     "compute_rewards",
     "entropy_from_logits",
     "kd_loss",
-    "kd_divergence",
     "kl_penalty",
     "masked_mean",
     "masked_var",
@@ -161,37 +160,6 @@ def value_loss(
     loss = 0.5 * masked_mean(torch.max(vf_losses1, vf_losses2), mask)
     clipfrac = masked_mean(torch.gt(vf_losses2, vf_losses1).float(), mask)
     return loss, clipfrac
-
-
-def kd_divergence(
-    student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
-    divergence: str,
-    temperature: float = 1.0,
-    beta: float = 0.5,
-) -> torch.Tensor:
-    """Per-position divergence between teacher p and student q at temperature T ([B, R]).
-
-    forward_kl: KL(p || q);  reverse_kl: KL(q || p);  jsd: beta * KL(p || m) + (1 - beta) * KL(q || m)
-    with m = beta * p + (1 - beta) * q (the generalised JSD of GKD, Agarwal et al. 2024, as in TRL's GKDTrainer).
-    """
-    log_q = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    log_p = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
-    if divergence == "forward_kl":
-        return (log_p.exp() * (log_p - log_q)).sum(-1)
-    if divergence == "reverse_kl":
-        return (log_q.exp() * (log_q - log_p)).sum(-1)
-    if divergence == "jsd":
-        # The end points follow GKD's convention: beta=0 is forward KL, beta=1 reverse KL.
-        if beta == 0.0:
-            return kd_divergence(student_logits, teacher_logits, "forward_kl", temperature)
-        if beta == 1.0:
-            return kd_divergence(student_logits, teacher_logits, "reverse_kl", temperature)
-        log_m = torch.logaddexp(log_p + math.log(beta), log_q + math.log1p(-beta))
-        kl_p = (log_p.exp() * (log_p - log_m)).sum(-1)
-        kl_q = (log_q.exp() * (log_q - log_m)).sum(-1)
-        return beta * kl_p + (1.0 - beta) * kl_q
-    raise ValueError(f"unknown divergence {divergence!r}")
 
 
 def kd_loss(

@@ -1,99 +1,176 @@
-"""Batches for PPO: prompts in, left-padded queries, sampled responses, masks out.
-
-Layout of a batch: every row is [query block | response block]. Queries are left-padded to a common
-length P and responses right-padded to a common length R, so response token t of every row sits at
-column P + t and its logits come from column P + t - 1: no per-row gathering is needed.
-"""
+"""Rollout of a PPO step: the student's trials and the teacher's demos for a batch of prompts,
+decoded, scored by the reward model and shaped, laid out as one batch (docs/ALGORITHM.md, "Rollout")."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
+from tnd_core import stats as S
+from tnd_core.config import CustomPPOConfig
 from tnd_core.errors import ConfigError
+from tnd_core.events import RolloutSample
+from tnd_core.trainers.ppo_trainer.batch import PPOBatch, decode_rows, left_pad, make_batch, pad_width
+from tnd_core.trainers.ppo_trainer.engine import Engine
 from tnd_core.trainers.ppo_trainer.losses import response_mask
+from tnd_core.trainers.ppo_trainer.score_processing import shape_scores
+
+SAMPLES_SHOWN = 4
 
 
 @dataclass
-class PPOBatch:
-    """Token ids [N, P + R] with their masks; `mask` [N, R] marks the response tokens that count."""
+class Rollout:
+    """One PPO batch: trials first, then demos; `scores` are shaped, `trial_scores`/`demo_scores` raw."""
 
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    position_ids: torch.Tensor
-    mask: torch.Tensor
-    query_len: int
-
-    @property
-    def responses(self) -> torch.Tensor:
-        return self.input_ids[:, self.query_len :]
-
-    @property
-    def response_len(self) -> int:
-        return self.input_ids.shape[1] - self.query_len
-
-    def select(self, idx: torch.Tensor) -> "PPOBatch":
-        return PPOBatch(self.input_ids[idx], self.attention_mask[idx], self.position_ids[idx], self.mask[idx], self.query_len)
-
-    def chunks(self, size: int) -> list["PPOBatch"]:
-        return [self.select(torch.arange(s, min(s + size, len(self.input_ids)))) for s in range(0, len(self.input_ids), size)]
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
+    batch: PPOBatch
+    scores: torch.Tensor
+    is_demo: torch.Tensor
+    trial_scores: torch.Tensor
+    demo_scores: torch.Tensor | None
+    samples: list[RolloutSample]
+    generate_s: float
+    score_s: float
 
 
-def positions(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position ids that start at 0 on the first real token (left padding aware)."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
-def left_pad(seqs: Sequence[torch.Tensor], pad_id: int, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack 1-D tensors left-padded; returns (ids, attention_mask)."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long, device=device)
-    attn = torch.zeros((len(seqs), width), dtype=torch.long, device=device)
-    for i, s in enumerate(seqs):
-        if len(s):
-            ids[i, width - len(s) :] = s
-            attn[i, width - len(s) :] = 1
-    return ids, attn
-
-
-def right_pad(seqs: Sequence[torch.Tensor], pad_id: int, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack 1-D tensors right-padded; returns (ids, valid mask)."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long, device=device)
-    valid = torch.zeros((len(seqs), width), dtype=torch.long, device=device)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = s
-        valid[i, : len(s)] = 1
-    return ids, valid
-
-
-def make_batch(
-    query_ids: torch.Tensor, query_attn: torch.Tensor, response_ids: torch.Tensor, response_valid: torch.Tensor, eos_token_id: int | None
-) -> PPOBatch:
-    """Join a left-padded query block and a right-padded response block; tokens after the first EOS don't count."""
-    mask = response_mask(response_ids, eos_token_id, response_valid)
-    attention_mask = torch.cat([query_attn, response_valid.long()], dim=1)
-    return PPOBatch(
-        input_ids=torch.cat([query_ids, response_ids], dim=1),
-        attention_mask=attention_mask,
-        position_ids=positions(attention_mask),
-        mask=mask,
-        query_len=query_ids.shape[1],
+def rollout_stats(rollout: Rollout, engine: Engine, update_stats: dict[str, float]) -> dict[str, float]:
+    """The environment's and the whole step's statistics: raw reward means, time and speed."""
+    trial_scores, demo_scores = rollout.trial_scores, rollout.demo_scores
+    env = [trial_scores.mean(), trial_scores.std() if len(trial_scores) > 1 else trial_scores.new_zeros(())]
+    if demo_scores is not None:
+        env.append(demo_scores.mean())
+    env_values = engine.reduce_mean(torch.stack(env)).tolist()
+    stats = {S.REWARD_MEAN: env_values[0], S.REWARD_STD: env_values[1]}
+    if demo_scores is not None:
+        stats[S.DEMO_REWARD_MEAN] = env_values[2]
+    total = rollout.generate_s + rollout.score_s + update_stats[S.TIME_TEACHER] + update_stats[S.TIME_OPTIMIZE]
+    n = len(rollout.batch)
+    stats.update(
+        {
+            S.TIME_ROLLOUT: rollout.generate_s,
+            S.TIME_SCORE: rollout.score_s,
+            S.TIME_STEP: total,
+            S.SAMPLES_PER_S: n / max(total, 1e-9),
+            S.TOKENS_PER_S: update_stats[S.RESPONSE_LEN_MEAN] * n / max(total, 1e-9),
+        }
     )
+    return stats
 
 
-def batch_from_lists(
-    queries: Sequence[torch.Tensor], responses: Sequence[torch.Tensor], pad_id: int, eos_token_id: int | None, device: torch.device | str
-) -> PPOBatch:
-    """The batch of `step(queries, responses, scores)`: lists of 1-D token tensors."""
-    q_ids, q_attn = left_pad([q.to(device) for q in queries], pad_id, device)
-    r_ids, r_valid = right_pad([r.to(device) for r in responses], pad_id, device)
-    return make_batch(q_ids, q_attn, r_ids, r_valid, eos_token_id)
+class RolloutCollector:
+    """Generates, decodes, scores and shapes the samples of PPO steps for one run."""
+
+    def __init__(
+        self,
+        config: CustomPPOConfig,
+        engine: Engine,
+        tokenizer: Any,
+        teacher: Any,
+        reward_model: Any,
+        max_positions: int | None,
+    ):
+        self.config, self.engine, self.tokenizer = config, engine, tokenizer
+        self.teacher, self.reward_model, self.max_positions = teacher, reward_model, max_positions
+        self.eos_token_id = tokenizer.eos_token_id
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_token_id
+        self.baseline: float | None = None
+
+    def encode_prompts(self, prompts: list[str]) -> list[torch.Tensor]:
+        """Token ids of each prompt, truncated from the left to max_prompt_length."""
+        first = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.eos_token_id
+        encoded = self.tokenizer(prompts, add_special_tokens=True)["input_ids"]
+        return [torch.tensor(ids[-self.config.max_prompt_length :] or [first], dtype=torch.long) for ids in encoded]
+
+    def score(self, texts: list[str]) -> torch.Tensor:
+        """The reward model's score of each text, as float32 on the run's device."""
+        with self.engine.accelerator.autocast():
+            scores = self.reward_model.score_texts(texts)
+        return torch.as_tensor(scores, dtype=torch.float32).reshape(-1).to(self.engine.device)
+
+    def shaping_baseline(self) -> float:
+        """The baseline b of reward shaping: the score of `shaping_baseline_text`, else the constant."""
+        if self.baseline is None:
+            c = self.config
+            self.baseline = (
+                float(self.score([c.shaping_baseline_text])[0]) if c.shaping_baseline_text else c.shaping_baseline
+            )
+            if c.reward_shaping == "div" and self.baseline == 0:
+                allowed = "scores 0 under the reward model; reward_shaping=div needs a non-zero baseline"
+                raise ConfigError("shaping_baseline_text", c.shaping_baseline_text, allowed)
+        return self.baseline
+
+    def collect(self, prompts: list[str]) -> Rollout:
+        """Trials of the student (and demos of the teacher) for `prompts`, scored and laid out as one batch."""
+        c, engine = self.config, self.engine
+        pad, eos = self.pad_token_id, self.eos_token_id
+        q_ids, q_attn = left_pad(self.encode_prompts(prompts), pad, engine.device)
+        if self.max_positions and q_ids.shape[1] + c.max_new_tokens > self.max_positions:
+            raise ConfigError(
+                "max_new_tokens",
+                c.max_new_tokens,
+                f"prompts of {q_ids.shape[1]} tokens plus max_new_tokens exceed the student's "
+                f"{self.max_positions} positions; lower max_prompt_length or max_new_tokens",
+            )
+
+        t0 = engine.timer()
+        gen = generation_kwargs(c, pad, eos)
+        engine.model.eval()
+        with engine.accelerator.autocast():
+            trial_ids, trial_valid = sample(engine.unwrapped(), q_ids, q_attn, gen, pad, eos)
+            if c.use_teacher_demos:
+                demo_ids, demo_valid = sample(self.teacher, q_ids, q_attn, gen, pad, eos)
+        generate_s = engine.timer() - t0
+
+        t0 = engine.timer()
+        trial_texts = decode_rows(self.tokenizer, torch.cat([q_ids, trial_ids], 1), torch.cat([q_attn, trial_valid], 1))
+        trial_scores = self.score(trial_texts)
+        scores, is_demo = trial_scores, torch.zeros(len(trial_scores), dtype=torch.bool, device=engine.device)
+        demo_scores = None
+        if c.use_teacher_demos:
+            if c.demo_score == "reward_model":
+                demo_texts = decode_rows(
+                    self.tokenizer, torch.cat([q_ids, demo_ids], 1), torch.cat([q_attn, demo_valid], 1)
+                )
+                demo_scores = self.score(demo_texts)
+            else:
+                demo_scores = torch.full_like(trial_scores, float(c.demo_score))
+            scores = torch.cat([trial_scores, demo_scores])
+            is_demo = torch.cat([is_demo, torch.ones_like(is_demo)])
+        if c.reward_shaping != "none" and bool(torch.isfinite(scores).all()):
+            scores = shape_scores(scores, c.reward_shaping, self.shaping_baseline())
+        score_s = engine.timer() - t0
+
+        if c.use_teacher_demos:
+            width = max(trial_ids.shape[1], demo_ids.shape[1])
+            trial_ids, trial_valid = pad_width(trial_ids, trial_valid, width, pad)
+            demo_ids, demo_valid = pad_width(demo_ids, demo_valid, width, pad)
+            batch = make_batch(
+                torch.cat([q_ids, q_ids]),
+                torch.cat([q_attn, q_attn]),
+                torch.cat([trial_ids, demo_ids]),
+                torch.cat([trial_valid, demo_valid]),
+                eos,
+            )
+        else:
+            batch = make_batch(q_ids, q_attn, trial_ids, trial_valid, eos)
+        engine.free_cache()
+
+        samples = []
+        if engine.accelerator.is_main_process:
+            shown = min(SAMPLES_SHOWN, c.batch_size)
+            trial_text = decode_rows(self.tokenizer, trial_ids[:shown], trial_valid[:shown])
+            demo_text = (
+                decode_rows(self.tokenizer, demo_ids[:shown], demo_valid[:shown])
+                if c.use_teacher_demos
+                else [None] * shown
+            )
+            t_scores = trial_scores[:shown].tolist()
+            d_scores = demo_scores[:shown].tolist() if demo_scores is not None else [None] * shown
+            samples = [
+                RolloutSample(prompts[i], trial_text[i], t_scores[i], demo_text[i], d_scores[i]) for i in range(shown)
+            ]
+        return Rollout(batch, scores, is_demo, trial_scores, demo_scores, samples, generate_s, score_s)
 
 
 def generation_kwargs(config: Any, pad_token_id: int | None, eos_token_id: int | None) -> dict[str, Any]:
@@ -110,42 +187,39 @@ def generation_kwargs(config: Any, pad_token_id: int | None, eos_token_id: int |
 
 
 def sample(
-    model: Any, query_ids: torch.Tensor, query_attn: torch.Tensor, generation_kwargs: dict[str, Any], pad_id: int, eos_token_id: int | None
+    model: Any,
+    query_ids: torch.Tensor,
+    query_attn: torch.Tensor,
+    generation_kwargs: dict[str, Any],
+    pad_id: int,
+    eos_token_id: int | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample continuations of left-padded queries; returns (response ids [N, R], valid mask)."""
     out = model.generate(query_ids, query_attn, **generation_kwargs)
     responses = out[:, query_ids.shape[1] :]
     if responses.shape[1] == 0:
-        responses = torch.full((len(query_ids), 1), eos_token_id if eos_token_id is not None else pad_id, dtype=torch.long, device=query_ids.device)
+        responses = torch.full(
+            (len(query_ids), 1),
+            eos_token_id if eos_token_id is not None else pad_id,
+            dtype=torch.long,
+            device=query_ids.device,
+        )
     valid = response_mask(responses, eos_token_id).long()
     return responses, valid
-
-
-def pad_width(ids: torch.Tensor, valid: torch.Tensor, width: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad a response block to `width` columns."""
-    extra = width - ids.shape[1]
-    if extra <= 0:
-        return ids, valid
-    return (
-        torch.nn.functional.pad(ids, (0, extra), value=pad_id),
-        torch.nn.functional.pad(valid, (0, extra), value=0),
-    )
-
-
-def decode_rows(tokenizer: Any, ids: torch.Tensor, keep: torch.Tensor) -> list[str]:
-    """Decode the kept tokens of each row, without special tokens."""
-    rows = [row[k.bool()].tolist() for row, k in zip(ids.cpu(), keep.cpu())]
-    return tokenizer.batch_decode(rows, skip_special_tokens=True)
 
 
 def read_prompts(dataset: Any, column: str) -> list[str]:
     """Prompts from a datasets.Dataset, a list of strings or a torch Dataset of strings or dicts."""
     if dataset is None:
-        raise ConfigError("train_dataset", None, "is required for train(): a datasets.Dataset, a list of strings or a torch Dataset")
+        raise ConfigError(
+            "train_dataset", None, "is required for train(): a datasets.Dataset, a list of strings or a torch Dataset"
+        )
     column_names = getattr(dataset, "column_names", None)
     if column_names is not None:
         if column not in column_names:
-            raise ConfigError("prompt_column", column, f"must be one of the dataset's columns: {', '.join(column_names)}")
+            raise ConfigError(
+                "prompt_column", column, f"must be one of the dataset's columns: {', '.join(column_names)}"
+            )
         prompts = list(dataset[column])
     elif isinstance(dataset, str):
         raise ConfigError("train_dataset", dataset[:40], "must be a collection of prompts, not one string")
@@ -161,3 +235,9 @@ def read_prompts(dataset: Any, column: str) -> list[str]:
     if bad is not None:
         raise ConfigError("train_dataset", repr(bad)[:40], f"every prompt must be a string (column '{column}')")
     return prompts
+
+
+def read_texts(dataset: Any, prompt_column: str) -> list[str]:
+    """Corpus texts of CLM steps: a dataset's 'text' column when it has one, else `prompt_column`."""
+    column = "text" if "text" in (getattr(dataset, "column_names", None) or ()) else prompt_column
+    return read_prompts(dataset, column)

@@ -47,7 +47,13 @@ class ScoreProcessor:
     `gather` collects the scores of every process so that all ranks keep the same moments.
     """
 
-    def __init__(self, use_score_scaling: bool, use_score_norm: bool, score_clip: float | None, gather: Callable[[torch.Tensor], torch.Tensor] | None = None):
+    def __init__(
+        self,
+        use_score_scaling: bool,
+        use_score_norm: bool,
+        score_clip: float | None,
+        gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
         self.use_score_scaling = use_score_scaling
         self.use_score_norm = use_score_norm
         self.score_clip = score_clip
