@@ -77,20 +77,22 @@ class Setup:
     """The bundle, its tokenizer, teacher, reward model, prompts, corpus and evaluator, loaded once."""
 
     def __init__(self, size: str, eval_samples: int):
+        from tnd_core.bundle import ensure_bundle
         from tnd_core.config import CustomPPOConfig
-        from tnd_core.data.bundle import ensure_bundle
         from tnd_core.data.prompts import load_prompts
         from tnd_core.evaluation import bundle_evaluator
         from tnd_core.models import load_reward_model, load_teacher
+        from tnd_core.sources import resolve_sources
 
         os.environ["TND_BUNDLE_SIZE"] = size
         self.size = size
         self.paths = ensure_bundle(size)
         self.base = CustomPPOConfig.load(self.paths.config)
-        self.teacher = load_teacher("bundle", self.base)
+        sources = resolve_sources(self.base)
+        self.teacher = load_teacher(sources.teacher.model, sources.teacher.tokenizer)
         self.tokenizer = self.teacher.tokenizer
-        self.reward = load_reward_model("bundle", self.base)
-        self.prompts = load_prompts("bundle", self.base.prompt_column)
+        self.reward = load_reward_model(sources.reward_model.model, sources.reward_model.tokenizer)
+        self.prompts = load_prompts(sources.prompts, sources.prompt_column)
         self.corpus = load_prompts(str(self.paths.corpus), "text")
         self.evaluator = bundle_evaluator(self.paths, num_samples=eval_samples)
 

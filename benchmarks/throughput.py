@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from benchmarks.common import DOCS, command_line, machine, machine_line, quiet_libraries, set_threads, summary, table, write_report
-from tnd_core.data.bundle import SIZES as BUNDLE_SIZES
+from tnd_core.bundle import SIZES as BUNDLE_SIZES
 
 
 def _shape(spec: Any) -> dict[str, int]:

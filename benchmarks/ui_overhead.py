@@ -40,8 +40,8 @@ PLOT_POINTS_JS = """(id) => {
 
 def start_config(steps: int, output_dir: str) -> Any:
     """The app's starting config (defaults + the bundle's recommended values) with steps and output_dir set."""
+    from tnd_core.bundle import ensure_bundle
     from tnd_core.config import CustomPPOConfig
-    from tnd_core.data.bundle import ensure_bundle
 
     paths = ensure_bundle(size=os.environ.get("TND_BUNDLE_SIZE") or None)
     values = CustomPPOConfig().to_dict()

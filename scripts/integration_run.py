@@ -31,8 +31,8 @@ CURVES = [
 
 def run(output_dir: Path) -> tuple[list[dict], dict, float]:
     """Train with the default settings; returns the evaluations (step, seconds, metrics), the bundle info and the run time."""
+    from tnd_core.bundle import ensure_bundle
     from tnd_core.cli import _training_config, build_parser
-    from tnd_core.data.bundle import ensure_bundle
     from tnd_core.events import EvalEvent
     from tnd_core.pipeline import build_trainer
 

@@ -22,7 +22,7 @@ def cache_dir_for_tests() -> Path:
 def tiny_bundle():
     """The tiny bundle, built once per session (reused across sessions), with TND_CACHE_DIR and
     TND_BUNDLE_SIZE=tiny set for the rest of the session so 'bundle' sources resolve to it."""
-    from tnd_core.data.bundle import ensure_bundle
+    from tnd_core.bundle import ensure_bundle
 
     cache = cache_dir_for_tests()
     patch = pytest.MonkeyPatch()

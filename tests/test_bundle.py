@@ -8,10 +8,12 @@ import shutil
 
 import pytest
 
+from tnd_core.bundle import BUNDLE_VERSION, SIZES, BundleError, BundlePaths, build_bundle, ensure_bundle, resolve_size
+from tnd_core.bundle import build as bundle_build
+from tnd_core.bundle.progress import BuildProgress
+from tnd_core.cache import cache_root
 from tnd_core.cli import main as tnd_main
 from tnd_core.config import CustomPPOConfig
-from tnd_core.data import bundle as bundle_module
-from tnd_core.data.bundle import BUNDLE_VERSION, BundleError, BundlePaths, build_bundle, cache_root, ensure_bundle, resolve_size
 from tnd_core.data.recognizer import is_grammatical
 from tnd_core.errors import ConfigError
 
@@ -48,13 +50,13 @@ def test_tiny_bundle_manifest_records_version_timings_and_measured_quality(tiny_
     assert metrics["student_grammaticality"] < 0.1
     assert metrics["reward_stage_pearson"] > 0.5
     assert metrics["reward_grammar_accuracy"] > 0.7
-    assert info["teacher_checkpoints"][-1] == bundle_module.SIZES["tiny"].teacher_steps
+    assert info["teacher_checkpoints"][-1] == SIZES["tiny"].teacher_steps
 
 
 def test_held_out_sentences_are_grammatical_and_not_in_the_corpus_and_prompts_are_prefixes(tiny_bundle):
     corpus = set(tiny_bundle.corpus.read_text().splitlines())
     eval_texts = _jsonl(tiny_bundle.eval, "text")
-    assert len(eval_texts) == bundle_module.SIZES["tiny"].eval_sentences == len(set(eval_texts))
+    assert len(eval_texts) == SIZES["tiny"].eval_sentences == len(set(eval_texts))
     assert not corpus & set(eval_texts)
     assert all(is_grammatical(s) for s in eval_texts)
     for text, prompt in zip(eval_texts, _jsonl(tiny_bundle.eval, "prompt")):
@@ -108,7 +110,7 @@ def quick_recipe(monkeypatch):
         progress.stage(0.0, 1.0, "quick")
         progress.close()
 
-    monkeypatch.setattr(bundle_module, "_build_into", build_into)
+    monkeypatch.setattr(bundle_build, "build_into", build_into)
     return calls
 
 
@@ -130,7 +132,7 @@ def test_a_failed_build_leaves_the_previous_bundle_untouched(quick_recipe, tmp_p
         paths.corpus.write_text("half")
         raise RuntimeError("training diverged")
 
-    monkeypatch.setattr(bundle_module, "_build_into", broken)
+    monkeypatch.setattr(bundle_build, "build_into", broken)
     with pytest.raises(RuntimeError):
         build_bundle("tiny", tmp_path, force=True)
     assert good.corpus.read_text() == "the dog runs .\n" and good.info()["build"] == 1
@@ -147,7 +149,7 @@ def test_progress_callback_goes_from_zero_to_one(quick_recipe, tmp_path):
 
 def test_progress_maps_each_stage_onto_its_slice():
     seen = []
-    progress = bundle_module._Progress(lambda f, m: seen.append((round(f, 3), m)), "test")
+    progress = BuildProgress(lambda f, m: seen.append((round(f, 3), m)), "test")
     progress.stage(0.2, 0.6, "teacher")
     progress.update(0.5)
     progress.update(2.0)
@@ -165,15 +167,15 @@ def test_unwritable_cache_folder_is_a_clear_error(tmp_path):
 
 def test_full_disk_is_a_clear_error_before_and_during_the_build(quick_recipe, tmp_path, monkeypatch):
     real_usage = shutil.disk_usage
-    monkeypatch.setattr(bundle_module.shutil, "disk_usage", lambda path: real_usage(path)._replace(free=1024))
+    monkeypatch.setattr(bundle_build.shutil, "disk_usage", lambda path: real_usage(path)._replace(free=1024))
     with pytest.raises(BundleError, match="not enough disk space"):
         build_bundle("tiny", tmp_path)
-    monkeypatch.setattr(bundle_module.shutil, "disk_usage", real_usage)
+    monkeypatch.setattr(bundle_build.shutil, "disk_usage", real_usage)
 
     def disk_fills_up(paths, size, spec, progress):
         raise OSError(errno.ENOSPC, "No space left on device", str(paths.teacher))
 
-    monkeypatch.setattr(bundle_module, "_build_into", disk_fills_up)
+    monkeypatch.setattr(bundle_build, "build_into", disk_fills_up)
     with pytest.raises(BundleError, match="not enough disk space"):
         build_bundle("tiny", tmp_path)
     assert not (tmp_path / "bundle-tiny").exists()

@@ -19,7 +19,8 @@ def test_tnd_train_on_the_bundle_raises_grammaticality_and_words_and_lowers_kl(t
     from tnd_core.models import load_student, load_teacher
 
     evaluator = bundle_evaluator(tiny_bundle)
-    start = evaluator(load_student("bundle"), load_teacher("bundle"))
+    student = load_student(tiny_bundle.student, tiny_bundle.tokenizer)
+    start = evaluator(student, load_teacher(tiny_bundle.teacher, tiny_bundle.tokenizer))
 
     run_dir = tmp_path / "run"
     assert tnd_main(["train", "--output_dir", str(run_dir), "--steps", "100", "--eval_steps", "50"]) == 0

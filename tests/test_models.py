@@ -95,9 +95,14 @@ def test_missing_model_names_the_field(loader, field, tmp_path):
     assert err.value.field == field and "local model folder" in str(err.value)
 
 
-def test_unknown_bundle_variant_is_rejected():
-    with pytest.raises(ConfigError, match="bundle:grammar"):
-        load_reward_model("bundle:nope")
+@pytest.mark.parametrize(
+    "loader, make", [(load_teacher, make_lm), (load_student, make_lm), (load_reward_model, make_classifier)]
+)
+def test_a_model_folder_without_a_tokenizer_loads_with_a_separate_tokenizer_folder(loader, make, tok, tmp_path):
+    make(tok).save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "tokenizer")
+    loaded = loader(tmp_path / "model", tmp_path / "tokenizer")
+    assert loaded.tokenizer.get_vocab() == tok.get_vocab()
 
 
 def test_protocols_accept_duck_typed_objects(tok):

@@ -98,6 +98,6 @@ def test_unreachable_hub_dataset_is_a_user_error():
 
 
 def test_bundle_prompts_are_short_prefixes(tiny_bundle):
-    prompts = load_prompts("bundle")
+    prompts = load_prompts(tiny_bundle.prompts)
     assert len(prompts) >= 100 and len(set(prompts)) == len(prompts)
     assert all(1 <= len(p.split()) <= 3 for p in prompts)

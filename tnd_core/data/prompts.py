@@ -1,4 +1,4 @@
-"""Prompt datasets: the bundle's prompts, a local CSV / JSONL / JSON / TXT file, or a hub dataset.
+"""Prompt datasets: a local CSV / JSONL / JSON / TXT file, a dataset folder, or a hub dataset.
 
 Every user mistake (missing file, missing column, malformed line, file too large, empty data) raises
 a `ConfigError` or `TndError` whose message names the file, the line or the column.
@@ -40,7 +40,10 @@ def _read_jsonl(path: Path, limit: int | None) -> pd.DataFrame:
             except json.JSONDecodeError as exc:
                 raise TndError(f"{path}: line {number} is not valid JSON ({exc.msg}): {line.strip()[:80]!r}") from None
             if not isinstance(row, dict):
-                raise TndError(f"{path}: line {number} must be a JSON object like {{\"prompt\": \"...\"}}, got {type(row).__name__}")
+                raise TndError(
+                    f"{path}: line {number} must be a JSON object like {{\"prompt\": \"...\"}}, "
+                    f"got {type(row).__name__}"
+                )
             rows.append(row)
             if limit is not None and len(rows) >= limit:
                 break
@@ -92,20 +95,21 @@ def _column_values(values: list, column: str, source: str) -> list[str]:
 
 def _require_column(columns: list[str], column: str, source: str) -> None:
     if column not in columns:
-        raise ConfigError("prompt_column", column, f"not a column of {source}; its columns are: {', '.join(map(str, columns)) or '(none)'}")
+        listed = ", ".join(map(str, columns)) or "(none)"
+        raise ConfigError("prompt_column", column, f"not a column of {source}; its columns are: {listed}")
 
 
-def load_prompts(source: str, column: str = "prompt") -> list[str]:
-    """Prompt texts from 'bundle', a local file (CSV/JSONL/JSON/TXT), a dataset folder or a hub dataset id (train split).
+def load_prompts(source: str | Path | None, column: str = "prompt") -> list[str]:
+    """Prompt texts from a local file (CSV/JSONL/JSON/TXT), a dataset folder or a hub dataset id (train split).
 
-    TXT files hold one prompt per line and ignore `column`.
+    TXT files hold one prompt per line and ignore `column`. 'bundle' is resolved to a file by
+    `tnd_core.sources` before it gets here.
     """
-    if not source or not source.strip():
-        raise ConfigError("dataset_name_or_path", source, "must be 'bundle', a local CSV/JSONL/JSON/TXT file or a hub dataset id")
-    if source == "bundle":
-        from tnd_core.data.bundle import ensure_bundle
-
-        return load_prompts(str(ensure_bundle().prompts), "prompt")
+    source = "" if source is None else str(source)
+    if not source.strip():
+        raise ConfigError(
+            "dataset_name_or_path", source, "must be 'bundle', a local CSV/JSONL/JSON/TXT file or a hub dataset id"
+        )
     path = Path(source).expanduser()
     if path.is_dir():
         return _load_with_datasets(str(path), column)
@@ -125,6 +129,8 @@ def _load_with_datasets(source: str, column: str) -> list[str]:
     try:
         dataset = datasets.load_dataset(source, split="train")
     except Exception as exc:  # datasets raises many types (connection, missing repo, offline mode)
-        raise TndError(f"could not load dataset {source!r} (a hub dataset id or a dataset folder; train split): {exc}") from None
+        raise TndError(
+            f"could not load dataset {source!r} (a hub dataset id or a dataset folder; train split): {exc}"
+        ) from None
     _require_column(dataset.column_names, column, f"dataset {source!r}")
     return _column_values(dataset[column], column, f"dataset {source!r}")
