@@ -13,9 +13,7 @@ import sys
 
 from tnd_core.config import CustomPPOConfig, add_config_arguments, config_from_arguments, json_schema
 from tnd_core.errors import TndError
-
-
-SOURCE_FIELDS = ("teacher_name_or_path", "student_name_or_path", "reward_model_name_or_path", "dataset_name_or_path")
+from tnd_core.sources import BUNDLE, SOURCE_FIELDS, is_bundle, recommended_config_path
 
 
 def _resolved_config(args: argparse.Namespace) -> CustomPPOConfig:
@@ -24,13 +22,12 @@ def _resolved_config(args: argparse.Namespace) -> CustomPPOConfig:
 
 
 def _training_config(args: argparse.Namespace) -> CustomPPOConfig:
-    """As `_resolved_config`, but a run on the bundle without a config file starts from the bundle's recommended config."""
-    on_bundle = all(str(getattr(args, name, "bundle")).startswith("bundle") for name in SOURCE_FIELDS)
+    """As `_resolved_config`, but a run whose every source is the bundle (flags left out default to it),
+    without a config file, starts from the bundle's recommended config."""
+    on_bundle = all(is_bundle(getattr(args, name, BUNDLE)) for name in SOURCE_FIELDS)
     if args.config or not on_bundle:
         return _resolved_config(args)
-    from tnd_core.data.bundle import ensure_bundle
-
-    return config_from_arguments(args, CustomPPOConfig.load(ensure_bundle().config))
+    return config_from_arguments(args, CustomPPOConfig.load(recommended_config_path()))
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -50,11 +47,12 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_bundle(args: argparse.Namespace) -> int:
-    from tnd_core.data.bundle import build_bundle
+    from tnd_core.bundle import build_bundle
 
     paths = build_bundle(size=args.size, cache_dir=args.cache_dir, force=args.force)
     info = paths.info()
-    print(f"built in {info['build_seconds']:.0f} s; " + ", ".join(f"{k}={v:.3f}" for k, v in info["metrics"].items() if v is not None))
+    measured = ", ".join(f"{k}={v:.3f}" for k, v in info["metrics"].items() if v is not None)
+    print(f"built in {info['build_seconds']:.0f} s; {measured}")
     print(f"bundle ready at {paths.root}")
     return 0
 

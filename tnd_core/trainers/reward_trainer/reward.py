@@ -137,10 +137,6 @@ def _load_tokenizer(source: Any) -> Any:
         return source
     from tnd_core.models.loading import load_tokenizer
 
-    if str(source) == "bundle":
-        from tnd_core.data.bundle import ensure_bundle
-
-        source = ensure_bundle().tokenizer
     return load_tokenizer(source, field="tokenizer")
 
 
