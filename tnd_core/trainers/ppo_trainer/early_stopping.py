@@ -8,8 +8,8 @@ from typing import Any
 class EarlyStopping:
     """Epoch level: stop a batch's remaining epochs once policy KL > 1.5 * target_kl (TRL 0.11).
 
-    Run level: stop the run after `patience` logged PPO steps without a mean reward above the best
-    by more than `min_delta`; patience 0 turns it off.
+    Run level: stop the run after `patience` PPO steps in a row (every PPO step counts, logged or not;
+    CLM steps do not) without a mean reward above the best by more than `min_delta`; patience 0 turns it off.
     """
 
     def __init__(self, enabled: bool, target_kl: float, patience: int = 0, min_delta: float = 0.0):
@@ -25,7 +25,7 @@ class EarlyStopping:
         return self.enabled and policykl > 1.5 * self.target_kl
 
     def stop_run(self, reward_mean: float) -> bool:
-        """Record a logged step's mean reward; True when patience has run out."""
+        """Record a PPO step's mean reward; True when patience has run out."""
         if self.patience == 0:
             return False
         if self.best_reward is None or reward_mean > self.best_reward + self.min_delta:
