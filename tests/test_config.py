@@ -1,4 +1,8 @@
-"""CustomPPOConfig: validation names the field and what is allowed; every entry point round-trips."""
+"""Option configs: validation names the field and what is allowed; every entry point round-trips.
+
+CustomPPOConfig (TnD runs, TRL 0.11.4's PPOConfig names) and RewardTrainingConfig (`tnd reward`) share
+one metadata helper; both are covered here.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import pytest
 
 from tnd_core.cli import build_parser, main
 from tnd_core.config import (
+    TRL_FIELDS_REPLACED,
     CustomPPOConfig,
     add_config_arguments,
     config_from_arguments,
@@ -17,23 +22,71 @@ from tnd_core.config import (
     json_schema,
     parse_value,
     specs_by_group,
+    specs_tagged,
 )
 from tnd_core.errors import ConfigError
+from tnd_core.trainers.reward_trainer import RewardTrainingConfig
 
 SEED_OPTIONS = [
-    "learning_rate", "batch_size", "mini_batch_size", "gradient_accumulation_steps", "optimize_device_cache",
-    "early_stopping", "target_kl", "ppo_epochs", "max_grad_norm", "init_kl_coef", "adap_kl_ctrl", "use_score_scaling",
-    "use_score_norm", "score_clip", "optimizer_name", "optimizer_kwargs", "scheduler_name", "scheduler_kwargs",
+    "learning_rate",
+    "batch_size",
+    "mini_batch_size",
+    "gradient_accumulation_steps",
+    "optimize_device_cache",
+    "early_stopping",
+    "target_kl",
+    "ppo_epochs",
+    "max_grad_norm",
+    "init_kl_coef",
+    "adap_kl_ctrl",
+    "use_score_scaling",
+    "use_score_norm",
+    "score_clip",
+    "optimizer_name",
+    "optimizer_kwargs",
+    "scheduler_name",
+    "scheduler_kwargs",
 ]
 TRL_OPTIONS = [
-    "gamma", "lam", "cliprange", "cliprange_value", "vf_coef", "kl_penalty", "target", "horizon", "whiten_rewards",
-    "ratio_threshold", "steps", "seed", "warmup",
+    "gamma",
+    "lam",
+    "cliprange",
+    "cliprange_value",
+    "vf_coef",
+    "kl_penalty",
+    "target",
+    "horizon",
+    "whiten_rewards",
+    "ratio_threshold",
+    "steps",
+    "seed",
+    "warmup",
 ]
 TND_OPTIONS = [
-    "distill_coef", "distill_temperature", "divergence", "jsd_beta", "use_teacher_demos", "demo_score", "reward_shaping",
-    "shaping_baseline", "clm_coef", "clm_per_step", "ppo_per_step", "kl_reference", "entropy_coef", "max_new_tokens",
-    "temperature", "top_k", "top_p", "output_dir", "save_steps", "logging_steps", "eval_steps", "resume_from_checkpoint",
-    "mixed_precision", "report_to",
+    "distill_coef",
+    "distill_temperature",
+    "divergence",
+    "jsd_beta",
+    "use_teacher_demos",
+    "demo_score",
+    "reward_shaping",
+    "shaping_baseline",
+    "clm_coef",
+    "clm_per_step",
+    "ppo_per_step",
+    "kl_reference",
+    "entropy_coef",
+    "max_new_tokens",
+    "temperature",
+    "top_k",
+    "top_p",
+    "output_dir",
+    "save_steps",
+    "logging_steps",
+    "eval_steps",
+    "resume_from_checkpoint",
+    "mixed_precision",
+    "report_to",
 ]
 
 
@@ -62,7 +115,11 @@ def test_every_field_has_help_group_and_a_valid_default():
 BAD_CONFIGS = [
     ({"learning_rate": -1e-5}, "learning_rate", "> 0"),
     ({"learning_rate": 0.0}, "learning_rate", "> 0"),
-    ({"batch_size": 10, "mini_batch_size": 4}, "batch_size", "multiple of mini_batch_size * gradient_accumulation_steps"),
+    (
+        {"batch_size": 10, "mini_batch_size": 4},
+        "batch_size",
+        "multiple of mini_batch_size * gradient_accumulation_steps",
+    ),
     ({"batch_size": 8, "mini_batch_size": 4, "gradient_accumulation_steps": 4}, "batch_size", "= 16"),
     ({"batch_size": 0}, "batch_size", ">= 1"),
     ({"batch_size": 8.5}, "batch_size", "integer"),
@@ -111,8 +168,13 @@ def test_fixed_demo_score_accepted():
 
 def test_round_trips_dict_json_yaml(tmp_path):
     config = CustomPPOConfig(
-        learning_rate=3e-4, batch_size=12, mini_batch_size=3, optimizer_kwargs={"weight_decay": 0.01},
-        score_clip=2.0, divergence="jsd", demo_score="1.0",
+        learning_rate=3e-4,
+        batch_size=12,
+        mini_batch_size=3,
+        optimizer_kwargs={"weight_decay": 0.01},
+        score_clip=2.0,
+        divergence="jsd",
+        demo_score="1.0",
     )
     assert CustomPPOConfig.from_dict(config.to_dict()) == config
     assert CustomPPOConfig.from_json(config.to_json()) == config
@@ -163,7 +225,9 @@ def test_parse_value_from_text(name, text, expected):
     assert parse_value(field_spec(name), text) == expected
 
 
-@pytest.mark.parametrize("name, text", [("batch_size", "eight"), ("early_stopping", "maybe"), ("optimizer_kwargs", "[1]")])
+@pytest.mark.parametrize(
+    "name, text", [("batch_size", "eight"), ("early_stopping", "maybe"), ("optimizer_kwargs", "[1]")]
+)
 def test_parse_value_rejects_with_field_name(name, text):
     with pytest.raises(ConfigError) as info:
         parse_value(field_spec(name), text)
@@ -181,7 +245,12 @@ def test_cli_flags_are_generated_for_every_option(tmp_path):
     CustomPPOConfig(learning_rate=1e-3, batch_size=8, mini_batch_size=2).save(base)
     args = build_parser().parse_args(["train", "--config", str(base), "--batch_size", "16", "--early_stopping", "true"])
     config = config_from_arguments(args, CustomPPOConfig.load(args.config))
-    assert (config.learning_rate, config.batch_size, config.mini_batch_size, config.early_stopping) == (1e-3, 16, 2, True)
+    assert (config.learning_rate, config.batch_size, config.mini_batch_size, config.early_stopping) == (
+        1e-3,
+        16,
+        2,
+        True,
+    )
 
 
 def test_cli_reports_bad_flag_without_traceback(capsys):
@@ -202,3 +271,230 @@ def test_json_schema_matches_fields():
     assert schema["properties"]["top_p"]["exclusiveMinimum"] == 0.0
     assert schema["properties"]["score_clip"]["type"] == ["number", "null"]
     json.dumps(schema)
+
+
+# ---------------------------------------------------------------------- TRL 0.11.4's PPOConfig field names
+# Every field of trl==0.11.4's PPOConfig (trl/trainer/ppo_config.py), in its order.
+TRL_0114_FIELDS = [
+    "exp_name",
+    "seed",
+    "log_with",
+    "task_name",
+    "model_name",
+    "query_dataset",
+    "reward_model",
+    "remove_unused_columns",
+    "tracker_kwargs",
+    "accelerator_kwargs",
+    "project_kwargs",
+    "tracker_project_name",
+    "push_to_hub_if_best_kwargs",
+    "steps",
+    "learning_rate",
+    "adap_kl_ctrl",
+    "init_kl_coef",
+    "kl_penalty",
+    "target",
+    "horizon",
+    "gamma",
+    "lam",
+    "cliprange",
+    "cliprange_value",
+    "vf_coef",
+    "batch_size",
+    "forward_batch_size",
+    "mini_batch_size",
+    "gradient_accumulation_steps",
+    "world_size",
+    "ppo_epochs",
+    "max_grad_norm",
+    "optimize_cuda_cache",
+    "optimize_device_cache",
+    "early_stopping",
+    "target_kl",
+    "compare_steps",
+    "ratio_threshold",
+    "use_score_scaling",
+    "use_score_norm",
+    "score_clip",
+    "whiten_rewards",
+    "gradient_checkpointing",
+    "is_encoder_decoder",
+    "is_peft_model",
+    "backward_batch_size",
+    "global_backward_batch_size",
+    "global_batch_size",
+    "dataset_num_proc",
+]
+SHARED_WITH_TRL = [name for name in TRL_0114_FIELDS if name in {s.name for s in field_specs()}]
+
+
+def test_every_trl_field_name_is_a_field_an_alias_or_refused_with_advice():
+    for name in TRL_0114_FIELDS:
+        kinds = [name in SHARED_WITH_TRL, name in CustomPPOConfig.ALIASES, name in TRL_FIELDS_REPLACED]
+        assert kinds.count(True) == 1, name
+
+
+@pytest.mark.parametrize("name", SHARED_WITH_TRL)
+def test_trl_names_we_share_are_taken_by_the_constructor(name):
+    value = CustomPPOConfig().to_dict()[name]
+    assert getattr(CustomPPOConfig(**{name: value}), name) == value
+
+
+def test_trl_alias_works_in_the_constructor_and_the_cli(capsys):
+    assert CustomPPOConfig(optimize_cuda_cache=True).optimize_device_cache is True
+    assert main(["config", "--optimize_cuda_cache", "true"]) == 0
+    assert CustomPPOConfig.from_yaml(capsys.readouterr().out).optimize_device_cache is True
+    with pytest.raises(ConfigError) as info:
+        CustomPPOConfig(optimize_cuda_cache=True, optimize_device_cache=False)
+    assert "optimize_cuda_cache" in str(info.value) and "same option" in info.value.allowed
+
+
+@pytest.mark.parametrize(
+    "name, value, instead",
+    [
+        ("log_with", "wandb", "report_to"),
+        ("tracker_project_name", "trl", "report_to"),
+        ("forward_batch_size", 4, "mini_batch_size"),
+        ("model_name", "gpt2", "student_name_or_path"),
+        ("query_dataset", "stanfordnlp/imdb", "dataset_name_or_path"),
+        ("reward_model", "lvwerra/distilbert-imdb", "reward_model_name_or_path"),
+        ("accelerator_kwargs", {}, "accelerate"),
+        ("world_size", 2, "num_processes"),
+    ],
+)
+def test_other_trl_names_raise_a_config_error_saying_what_to_use(name, value, instead):
+    for build in (lambda: CustomPPOConfig(**{name: value}), lambda: CustomPPOConfig.from_dict({name: value})):
+        with pytest.raises(ConfigError) as info:
+            build()
+        assert info.value.field == name and instead in info.value.allowed
+
+
+@pytest.mark.parametrize("name", sorted(TRL_FIELDS_REPLACED))
+def test_every_refused_trl_name_is_refused(name):
+    with pytest.raises(ConfigError) as info:
+        CustomPPOConfig(**{name: None})
+    assert info.value.field == name and "TRL" in info.value.allowed
+
+
+def test_unknown_keyword_is_a_config_error_not_a_type_error():
+    with pytest.raises(ConfigError) as info:
+        CustomPPOConfig(learnig_rate=1e-3)
+    assert info.value.field == "learnig_rate" and "learning_rate" in info.value.allowed
+
+
+# ---------------------------------------------------------------------- field metadata of any config class
+def test_metadata_helpers_default_to_the_ppo_config_and_take_any_config_class():
+    assert field_specs() == field_specs(CustomPPOConfig)
+    assert list(specs_by_group()) == list(CustomPPOConfig.GROUPS)
+    assert [s.name for s in specs_tagged("generation")] == [
+        "max_prompt_length",
+        "max_new_tokens",
+        "temperature",
+        "top_k",
+        "top_p",
+        "do_sample",
+    ]
+    reward_specs = field_specs(RewardTrainingConfig)
+    assert [s.name for s in reward_specs][:3] == ["mode", "model", "tokenizer"]
+    assert field_spec("epochs", RewardTrainingConfig).type == "float"
+    assert field_spec("tokenizer", RewardTrainingConfig).optional
+    grouped = specs_by_group(RewardTrainingConfig)
+    assert list(grouped) == list(RewardTrainingConfig.GROUPS)
+    assert sorted(s.name for specs in grouped.values() for s in specs) == sorted(s.name for s in reward_specs)
+    with pytest.raises(ConfigError, match="known options"):
+        field_spec("steps", RewardTrainingConfig)
+    with pytest.raises(ConfigError, match="report_to"):
+        field_spec("log_with")
+
+
+def test_json_schema_of_the_reward_config():
+    schema = json_schema(RewardTrainingConfig)
+    assert schema["title"] == "RewardTrainingConfig"
+    assert set(schema["properties"]) == {s.name for s in field_specs(RewardTrainingConfig)}
+    assert schema["properties"]["mode"]["enum"] == ["pairwise", "regression", "classification"]
+    assert schema["properties"]["eval_fraction"]["exclusiveMaximum"] == 1.0
+    assert schema["properties"]["eval_data"]["type"] == ["string", "null"]
+
+
+# ---------------------------------------------------------------------- RewardTrainingConfig and `tnd reward`
+def _reward_parser() -> argparse.ArgumentParser:
+    return next(
+        action.choices["reward"] for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction)
+    )
+
+
+def test_tnd_reward_has_a_flag_per_field_with_help_from_the_metadata():
+    actions = {action.dest: action for action in _reward_parser()._actions}
+    assert set(actions) == {"help", "config"} | {s.name for s in field_specs(RewardTrainingConfig)}
+    for spec in field_specs(RewardTrainingConfig):
+        assert actions[spec.name].option_strings == [f"--{spec.name}"]
+        assert actions[spec.name].help.startswith(spec.help), spec.name
+    assert "pairwise, regression, classification" in actions["mode"].help
+    assert "(default: 0.1)" in actions["eval_fraction"].help
+
+
+def test_reward_flags_apply_on_top_of_a_config_file(tmp_path):
+    path = tmp_path / "reward.yaml"
+    RewardTrainingConfig(model="scratch", data="pairs.jsonl", output_dir="rm", batch_size=8).save(path)
+    args = build_parser().parse_args(["reward", "--config", str(path), "--learning_rate", "0.003", "--eval_data", ""])
+    config = config_from_arguments(args, RewardTrainingConfig.load(args.config))
+    assert isinstance(config, RewardTrainingConfig)
+    assert (config.model, config.batch_size, config.learning_rate, config.eval_data) == ("scratch", 8, 3e-3, None)
+    flags_only = config_from_arguments(args, cls=RewardTrainingConfig)
+    assert (flags_only.model, flags_only.learning_rate) == ("", 3e-3)
+
+
+def test_reward_config_round_trips_dict_json_yaml(tmp_path):
+    config = RewardTrainingConfig(
+        mode="regression",
+        model="scratch",
+        tokenizer="bundle",
+        data="stage.jsonl",
+        eval_data="held_out.csv",
+        output_dir="out/rm",
+        text_column="utterance",
+        label_column="stage",
+        epochs=2.5,
+        max_steps=40,
+        learning_rate=5e-3,
+        batch_size=8,
+        max_length=64,
+        seed=3,
+    )
+    assert RewardTrainingConfig.from_yaml(config.to_yaml()) == config
+    assert RewardTrainingConfig.from_json(config.to_json()) == config
+    for name in ("reward.yaml", "reward.json"):
+        config.save(tmp_path / name)
+        assert RewardTrainingConfig.load(tmp_path / name) == config
+    assert config.replace(mode="pairwise").columns() == {"chosen": "chosen", "rejected": "rejected"}
+    assert config.columns() == {"text": "utterance", "label": "stage"}
+
+
+@pytest.mark.parametrize(
+    "values, field_name, allowed",
+    [
+        ({"mode": "listwise"}, "mode", "pairwise, regression, classification"),
+        ({"epochs": 0}, "epochs", "> 0"),
+        ({"learning_rate": -1.0}, "learning_rate", "> 0"),
+        ({"batch_size": 0}, "batch_size", ">= 1"),
+        ({"eval_fraction": 1.0}, "eval_fraction", "< 1"),
+        ({"max_steps": 0}, "max_steps", "-1 to train for `epochs`"),
+        ({"max_steps": -2}, "max_steps", ">= -1"),
+        ({"max_length": 1}, "max_length", ">= 2"),
+        ({"model": 3}, "model", "string"),
+        ({"steps": 10}, "steps", "unknown option"),
+    ],
+)
+def test_bad_reward_config_names_field_and_allowed_values(values, field_name, allowed):
+    with pytest.raises(ConfigError) as info:
+        RewardTrainingConfig(**values)
+    assert info.value.field == field_name and allowed in str(info.value)
+
+
+def test_malformed_reward_config_file_is_a_config_error(tmp_path):
+    path = tmp_path / "reward.yaml"
+    path.write_text("mode: pairwise\nbatch_sise: 8\n")
+    with pytest.raises(ConfigError) as info:
+        RewardTrainingConfig.load(path)
+    assert info.value.field == "batch_sise" and "batch_size" in info.value.allowed

@@ -13,7 +13,8 @@ import sys
 
 from tnd_core.config import CustomPPOConfig, add_config_arguments, config_from_arguments, json_schema
 from tnd_core.errors import TndError
-from tnd_core.sources import BUNDLE, SOURCE_FIELDS, is_bundle, recommended_config_path
+from tnd_core.sources import BUNDLE, SOURCE_FIELDS, is_bundle, recommended_config_path, resolve_tokenizer
+from tnd_core.trainers.reward_trainer.config import RewardTrainingConfig
 
 
 def _resolved_config(args: argparse.Namespace) -> CustomPPOConfig:
@@ -57,59 +58,21 @@ def _cmd_bundle(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_reward_arguments(parser: argparse.ArgumentParser) -> None:
-    from tnd_core.trainers.reward_trainer.reward import MODES, SCRATCH
-
-    """Flags of `tnd reward`."""
-    parser.add_argument("--mode", default="pairwise", choices=MODES, help="pairwise: chosen/rejected pairs (TRL RewardTrainer); regression or classification: text + target.")
-    parser.add_argument("--model", required=True, help=f"Hub id or local folder to start from, or '{SCRATCH}' for a small BERT built for --tokenizer.")
-    parser.add_argument("--tokenizer", default=None, help="Tokenizer folder or hub id, or 'bundle' (default: the model's own).")
-    parser.add_argument("--data", required=True, help="Training data: CSV, JSONL or JSON file, a dataset folder or a hub dataset id.")
-    parser.add_argument("--eval_data", default=None, help="Held-out data (default: --eval_fraction of --data).")
-    parser.add_argument("--eval_fraction", type=float, default=0.1, help="Share of --data held out for the metrics when --eval_data is not given.")
-    parser.add_argument("--output_dir", required=True, help="Folder the model and tokenizer are saved to.")
-    parser.add_argument("--text_column", default="text", help="Column with the text (pointwise modes).")
-    parser.add_argument("--label_column", default="label", help="Column with the target number or class (pointwise modes).")
-    parser.add_argument("--chosen_column", default="chosen", help="Column with the preferred text (pairwise).")
-    parser.add_argument("--rejected_column", default="rejected", help="Column with the rejected text (pairwise).")
-    parser.add_argument("--epochs", type=float, default=1.0, help="Passes over the training data.")
-    parser.add_argument("--max_steps", type=int, default=-1, help="Optimizer steps; -1 trains for --epochs.")
-    parser.add_argument("--learning_rate", type=float, default=1e-4, help="Learning rate (AdamW, linear decay).")
-    parser.add_argument("--batch_size", type=int, default=16, help="Examples (pairs in pairwise mode) per step.")
-    parser.add_argument("--max_length", type=int, default=128, help="Texts are truncated to this many tokens.")
-    parser.add_argument("--seed", type=int, default=0, help="Random seed.")
-
-
 def _cmd_reward(args: argparse.Namespace) -> int:
     """`tnd reward`: train, save, print the held-out metrics."""
     from tnd_core.trainers.reward_trainer.reward import train_reward_model
 
-    result = train_reward_model(
-        args.model,
-        args.data,
-        args.output_dir,
-        mode=args.mode,
-        tokenizer=args.tokenizer,
-        eval_data=args.eval_data,
-        eval_fraction=args.eval_fraction,
-        text_column=args.text_column,
-        label_column=args.label_column,
-        chosen_column=args.chosen_column,
-        rejected_column=args.rejected_column,
-        epochs=args.epochs,
-        max_steps=args.max_steps,
-        learning_rate=args.learning_rate,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-        seed=args.seed,
-    )
+    base = RewardTrainingConfig.load(args.config) if args.config else None
+    config = config_from_arguments(args, base, RewardTrainingConfig)
+    result = train_reward_model(config.replace(tokenizer=resolve_tokenizer(config.tokenizer)))
     held_out = ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items()) or "no held-out data"
     print(f"reward model ({result.mode}) saved to {result.output_dir}: {held_out}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The `tnd` argument parser; training flags are generated from CustomPPOConfig's metadata."""
+    """The `tnd` argument parser; the flags of `train`/`config` and of `reward` are generated from the metadata
+    of CustomPPOConfig and RewardTrainingConfig."""
     parser = argparse.ArgumentParser(prog="tnd", description="TnD Studio: PPO with teacher-student distillation.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -130,8 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     bundle.add_argument("--force", action="store_true", help="Rebuild even if a current bundle exists.")
     bundle.set_defaults(func=_cmd_bundle)
 
-    reward = sub.add_parser("reward", help="Train a reward model (pairwise or pointwise).")
-    _add_reward_arguments(reward)
+    reward = sub.add_parser("reward", help="Train a reward model (pairwise or pointwise) from a config file or flags.")
+    reward.add_argument("--config", help="YAML or JSON file of reward-training options; flags given here override it.")
+    add_config_arguments(reward, RewardTrainingConfig)
     reward.set_defaults(func=_cmd_reward)
     return parser
 

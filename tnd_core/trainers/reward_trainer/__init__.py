@@ -1,7 +1,7 @@
 """Reward-model training: pairwise (TRL RewardTrainer) and pointwise (regression, classification)."""
 
+from tnd_core.trainers.reward_trainer.config import MODES, RewardTrainingConfig
 from tnd_core.trainers.reward_trainer.reward import (
-    MODES,
     RewardTrainingResult,
     classifier_to_reward_model,
     load_reward_data,
@@ -11,6 +11,7 @@ from tnd_core.trainers.reward_trainer.reward import (
 
 __all__ = [
     "MODES",
+    "RewardTrainingConfig",
     "RewardTrainingResult",
     "classifier_to_reward_model",
     "load_reward_data",

@@ -8,10 +8,11 @@ Texts are tokenised exactly as `tnd_core.models.RewardModel.score_texts` tokenis
 (the tokenizer's own special tokens, no extra EOS), so scores at use time match training.
 Data: a `datasets.Dataset`, a local CSV / JSONL / JSON file, a local dataset folder or a hub id.
 The model and its tokenizer are written with `save_pretrained`; `reward_training.json` beside them
-records the mode, columns and held-out metrics.
+records the options and the held-out metrics.
 
-Torch, transformers and TRL are imported inside functions: `tnd --help` builds this module's
-argument parser and should stay fast.
+Options come in a `RewardTrainingConfig` (the flags of `tnd reward` are generated from it). Torch,
+transformers and TRL are imported inside functions: `tnd --help` imports this package for the config
+and should stay fast.
 """
 
 from __future__ import annotations
@@ -24,17 +25,19 @@ from pathlib import Path
 from typing import Any
 
 from tnd_core.errors import ConfigError, TndError
+from tnd_core.trainers.reward_trainer.config import SCRATCH, RewardTrainingConfig
 
 logger = logging.getLogger(__name__)
 
-MODES = ("pairwise", "regression", "classification")
-SCRATCH = "scratch"
 RESULT_FILE = "reward_training.json"
 
 
 @dataclass
 class RewardTrainingResult:
-    """Where the model was saved and its held-out metrics (pairwise: accuracy; regression: pearson, mse; classification: accuracy)."""
+    """Where the model was saved and its held-out metrics.
+
+    Pairwise: accuracy and margin; regression: pearson and mse; classification: accuracy.
+    """
 
     output_dir: Path
     mode: str
@@ -44,13 +47,6 @@ class RewardTrainingResult:
 
 
 # ---------------------------------------------------------------------- data
-def _columns_for(mode: str, text_column: str, label_column: str, chosen_column: str, rejected_column: str) -> dict[str, str]:
-    """Canonical column name -> user's column name."""
-    if mode == "pairwise":
-        return {"chosen": chosen_column, "rejected": rejected_column}
-    return {"text": text_column, "label": label_column}
-
-
 def _load_dataset(data: Any, what: str) -> Any:
     import datasets
 
@@ -61,7 +57,9 @@ def _load_dataset(data: Any, what: str) -> Any:
             raise ConfigError(what, list(data), "a DatasetDict must have a 'train' split")
         return data["train"]
     if not isinstance(data, (str, Path)) or not str(data).strip():
-        raise ConfigError(what, data, "must be a datasets.Dataset, a local CSV/JSONL/JSON file, a dataset folder or a hub dataset id")
+        raise ConfigError(
+            what, data, "must be a datasets.Dataset, a local CSV/JSONL/JSON file, a dataset folder or a hub dataset id"
+        )
     from tnd_core.data.prompts import TABLE_SUFFIXES, read_table
 
     path = Path(data).expanduser()
@@ -73,31 +71,21 @@ def _load_dataset(data: Any, what: str) -> Any:
         raise TndError(f"{what}: could not load dataset {str(data)!r} (train split): {exc}") from None
 
 
-def load_reward_data(
-    data: Any,
-    mode: str,
-    *,
-    text_column: str = "text",
-    label_column: str = "label",
-    chosen_column: str = "chosen",
-    rejected_column: str = "rejected",
-    what: str = "data",
-) -> Any:
-    """A `datasets.Dataset` with canonical columns (chosen/rejected, or text/label) from any supported source.
+def load_reward_data(data: Any, config: RewardTrainingConfig, *, what: str = "data") -> Any:
+    """A `datasets.Dataset` with the canonical columns of `config.mode` (chosen/rejected, or text/label),
+    read from `config`'s columns of any supported source.
 
     Raises ConfigError naming every missing column and listing the columns that exist.
     """
-    if mode not in MODES:
-        raise ConfigError("mode", mode, f"must be one of {', '.join(MODES)}")
     dataset = _load_dataset(data, what)
-    wanted = _columns_for(mode, text_column, label_column, chosen_column, rejected_column)
+    wanted = config.columns()
     missing = [user for user in wanted.values() if user not in dataset.column_names]
     if missing:
         flags = {user: f"{canonical}_column" for canonical, user in wanted.items()}
         raise ConfigError(
             flags[missing[0]],
             missing[0],
-            f"missing column(s) {', '.join(repr(m) for m in missing)} in {what} for {mode} training; "
+            f"missing column(s) {', '.join(repr(m) for m in missing)} in {what} for {config.mode} training; "
             f"the data has columns: {', '.join(dataset.column_names) or '(none)'}",
         )
     dataset = dataset.select_columns(list(wanted.values()))
@@ -110,7 +98,15 @@ def load_reward_data(
 
 
 # ---------------------------------------------------------------------- models
-def small_bert_classifier(tokenizer: Any, num_labels: int = 1, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4, max_positions: int = 64, seed: int = 0) -> Any:
+def small_bert_classifier(
+    tokenizer: Any,
+    num_labels: int = 1,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    max_positions: int = 64,
+    seed: int = 0,
+) -> Any:
     """A small BERT-style sequence classifier initialised from scratch for `tokenizer`'s vocabulary."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification
@@ -140,10 +136,17 @@ def _load_tokenizer(source: Any) -> Any:
     return load_tokenizer(source, field="tokenizer")
 
 
-def _prepare_model(model: Any, tokenizer: Any, mode: str, num_labels: int, label_names: list[str] | None) -> tuple[Any, Any]:
+def _prepare_model(
+    model: Any, tokenizer: Any, config: RewardTrainingConfig, label_names: list[str] | None
+) -> tuple[Any, Any]:
+    """The model (loaded, or built from scratch) with its tokenizer, set up for `config.mode`'s outputs."""
+    mode = config.mode
+    num_labels = len(label_names) if label_names else 1
     if isinstance(model, (str, Path)) and str(model) == SCRATCH:
         if tokenizer is None:
-            raise ConfigError("tokenizer", None, f"is required with model={SCRATCH!r}: a tokenizer folder, a hub id or 'bundle'")
+            raise ConfigError(
+                "tokenizer", None, f"is required with model={SCRATCH!r}: a tokenizer folder, a hub id or 'bundle'"
+            )
         model = small_bert_classifier(tokenizer, num_labels=num_labels)
     elif isinstance(model, (str, Path)):
         from tnd_core.models.loading import load_sequence_classifier
@@ -157,7 +160,8 @@ def _prepare_model(model: Any, tokenizer: Any, mode: str, num_labels: int, label
     if tokenizer is None:
         raise ConfigError("tokenizer", None, "is required when the model is given as an object")
     if getattr(model.config, "num_labels", None) != num_labels:
-        raise ConfigError("model", type(model).__name__, f"has num_labels={model.config.num_labels}; {mode} training needs {num_labels}")
+        has = model.config.num_labels
+        raise ConfigError("model", type(model).__name__, f"has num_labels={has}; {mode} training needs {num_labels}")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
@@ -171,45 +175,30 @@ def _prepare_model(model: Any, tokenizer: Any, mode: str, num_labels: int, label
 
 
 # ---------------------------------------------------------------------- training
-def _validate(mode: str, epochs: float, max_steps: int, learning_rate: float, batch_size: int, eval_fraction: float, max_length: int) -> None:
-    if mode not in MODES:
-        raise ConfigError("mode", mode, f"must be one of {', '.join(MODES)}")
-    if not (epochs > 0 and math.isfinite(epochs)):
-        raise ConfigError("epochs", epochs, "must be a number > 0")
-    if not (isinstance(max_steps, int) and (max_steps == -1 or max_steps > 0)):
-        raise ConfigError("max_steps", max_steps, "must be a positive integer, or -1 to train for `epochs`")
-    if not (learning_rate > 0 and math.isfinite(learning_rate)):
-        raise ConfigError("learning_rate", learning_rate, "must be a number > 0")
-    if not (isinstance(batch_size, int) and batch_size >= 1):
-        raise ConfigError("batch_size", batch_size, "must be an integer >= 1")
-    if not 0 <= eval_fraction < 1:
-        raise ConfigError("eval_fraction", eval_fraction, "must be in [0, 1)")
-    if not (isinstance(max_length, int) and max_length >= 2):
-        raise ConfigError("max_length", max_length, "must be an integer >= 2")
-
-
-def _split(dataset: Any, eval_data: Any, eval_fraction: float, seed: int, load: Any) -> tuple[Any, Any]:
-    if eval_data is not None:
-        return dataset, load(eval_data, "eval_data")
-    if eval_fraction == 0 or len(dataset) < 4:
+def _split(dataset: Any, eval_set: Any, config: RewardTrainingConfig) -> tuple[Any, Any]:
+    if eval_set is not None:
+        return dataset, eval_set
+    if config.eval_fraction == 0 or len(dataset) < 4:
         return dataset, None
-    parts = dataset.train_test_split(test_size=eval_fraction, seed=seed)
+    parts = dataset.train_test_split(test_size=config.eval_fraction, seed=config.seed)
     return parts["train"], parts["test"]
 
 
 def _label_names(train: Any, eval_set: Any) -> list[str]:
     values = set(train["label"]) | (set(eval_set["label"]) if eval_set is not None else set())
-    return sorted(map(str, values), key=lambda v: (not v.lstrip("-").isdigit(), int(v) if v.lstrip("-").isdigit() else 0, v))
+    return sorted(
+        map(str, values), key=lambda v: (not v.lstrip("-").isdigit(), int(v) if v.lstrip("-").isdigit() else 0, v)
+    )
 
 
-def _training_arguments(cls: Any, output_dir: Path, epochs: float, max_steps: int, learning_rate: float, batch_size: int, seed: int, show_progress: bool, **extra: Any) -> Any:
+def _training_arguments(cls: Any, config: RewardTrainingConfig, show_progress: bool, **extra: Any) -> Any:
     return cls(
-        output_dir=str(output_dir / "trainer_state"),
-        num_train_epochs=epochs,
-        max_steps=max_steps,
-        per_device_train_batch_size=batch_size,
-        per_device_eval_batch_size=max(batch_size, 64),
-        learning_rate=learning_rate,
+        output_dir=str(Path(config.output_dir) / "trainer_state"),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=max(config.batch_size, 64),
+        learning_rate=config.learning_rate,
         lr_scheduler_type="linear",
         warmup_steps=0.05,
         weight_decay=0.01,
@@ -217,7 +206,7 @@ def _training_arguments(cls: Any, output_dir: Path, epochs: float, max_steps: in
         save_strategy="no",
         report_to=[],
         disable_tqdm=not show_progress,
-        seed=seed,
+        seed=config.seed,
         dataloader_num_workers=0,
         **extra,
     )
@@ -232,54 +221,46 @@ def _pearson(x: list[float], y: list[float]) -> float:
 
 
 def train_reward_model(
-    model: Any,
-    data: Any,
-    output_dir: str | Path,
+    config: RewardTrainingConfig,
     *,
-    mode: str = "pairwise",
+    model: Any = None,
     tokenizer: Any = None,
+    data: Any = None,
     eval_data: Any = None,
-    eval_fraction: float = 0.1,
-    text_column: str = "text",
-    label_column: str = "label",
-    chosen_column: str = "chosen",
-    rejected_column: str = "rejected",
-    epochs: float = 1.0,
-    max_steps: int = -1,
-    learning_rate: float = 1e-4,
-    batch_size: int = 16,
-    max_length: int = 128,
-    seed: int = 0,
     callbacks: list[Any] | None = None,
     show_progress: bool = True,
 ) -> RewardTrainingResult:
-    """Train a reward model and save it (model + tokenizer) with `save_pretrained` under `output_dir`.
+    """Train a reward model as `config` says; save it (model + tokenizer) with `save_pretrained` in `config.output_dir`.
 
-    `model`: a hub id or local folder (loaded as a sequence classifier; a causal LM gets a new head),
-    a model object, or 'scratch' for a small BERT built for `tokenizer`. `tokenizer`: an object, a
-    folder / hub id, 'bundle', or None to use the model's. `data` / `eval_data`: see
-    `load_reward_data`; without `eval_data`, `eval_fraction` of `data` is held out for the metrics.
-    `callbacks`: transformers `TrainerCallback`s (progress, early stopping).
+    The model, tokenizer, data and eval data come from the config's options of those names or are
+    given here as objects (a sequence classifier, a tokenizer, `datasets.Dataset`s); an object
+    replaces its option, which must then be empty. Without eval data, `config.eval_fraction` of the
+    data is held out for the metrics. `callbacks`: transformers `TrainerCallback`s (progress, early stopping).
     """
-    _validate(mode, epochs, max_steps, learning_rate, batch_size, eval_fraction, max_length)
-    output_dir = Path(output_dir)
-    columns = dict(text_column=text_column, label_column=label_column, chosen_column=chosen_column, rejected_column=rejected_column)
+    model = _source("model", config.model, model, required=f"a hub id, a local folder or {SCRATCH!r}")
+    tokenizer = _source("tokenizer", config.tokenizer, tokenizer)
+    data = _source("data", config.data, data, required="a CSV, JSONL or JSON file, a dataset folder or a hub id")
+    eval_data = _source("eval_data", config.eval_data, eval_data)
+    if not config.output_dir:
+        raise ConfigError("output_dir", config.output_dir, "is required: the folder the model is saved to")
+    output_dir = Path(config.output_dir)
+    mode = config.mode
 
-    def load(source: Any, what: str) -> Any:
-        return load_reward_data(source, mode, what=what, **columns)
-
-    train_set, eval_set = _split(load(data, "data"), eval_data, eval_fraction, seed, load)
+    eval_set = load_reward_data(eval_data, config, what="eval_data") if eval_data is not None else None
+    train_set, eval_set = _split(load_reward_data(data, config), eval_set, config)
     label_names = _label_names(train_set, eval_set) if mode == "classification" else None
     if label_names is not None and len(label_names) < 2:
-        raise ConfigError(label_column, label_names, "classification needs at least two distinct labels")
-    num_labels = len(label_names) if label_names else 1
-    model, tokenizer = _prepare_model(model, _load_tokenizer(tokenizer), mode, num_labels, label_names)
+        found = f"classification needs two distinct labels or more; found {label_names}"
+        raise ConfigError("label_column", config.label_column, found)
+    model, tokenizer = _prepare_model(model, _load_tokenizer(tokenizer), config, label_names)
     output_dir.mkdir(parents=True, exist_ok=True)
 
     if mode == "pairwise":
-        trainer = _pairwise_trainer(model, tokenizer, train_set, eval_set, output_dir, epochs, max_steps, learning_rate, batch_size, max_length, seed, callbacks, show_progress)
+        trainer = _pairwise_trainer(model, tokenizer, train_set, eval_set, config, callbacks, show_progress)
     else:
-        trainer = _pointwise_trainer(model, tokenizer, train_set, eval_set, output_dir, mode, label_names, epochs, max_steps, learning_rate, batch_size, max_length, seed, callbacks, show_progress)
+        trainer = _pointwise_trainer(
+            model, tokenizer, train_set, eval_set, config, label_names, callbacks, show_progress
+        )
     if not show_progress:
         from transformers.trainer_callback import PrinterCallback
 
@@ -289,12 +270,24 @@ def train_reward_model(
 
     trainer.model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
-    result = RewardTrainingResult(output_dir, mode, metrics, len(train_set), len(eval_set) if eval_set is not None else 0)
-    summary = {"mode": mode, "columns": columns, "metrics": metrics, "train_size": result.train_size, "eval_size": result.eval_size}
+    eval_size = len(eval_set) if eval_set is not None else 0
+    result = RewardTrainingResult(output_dir, mode, metrics, len(train_set), eval_size)
+    summary = {"config": config.to_dict(), "metrics": metrics, "train_size": len(train_set), "eval_size": eval_size}
     (output_dir / RESULT_FILE).write_text(json.dumps(summary, indent=2))
     _remove_tree(output_dir / "trainer_state")
     logger.info("reward model (%s) saved to %s; held-out %s", mode, output_dir, metrics)
     return result
+
+
+def _source(name: str, option_value: str | None, given: Any, *, required: str = "") -> Any:
+    """The object given to `train_reward_model` for `name`, else its option (None when empty)."""
+    if given is not None and option_value:
+        raise ConfigError(name, option_value, f"must be empty when a {name} object is given")
+    if given is not None:
+        return given
+    if required and not option_value:
+        raise ConfigError(name, option_value, f"is required: {required}")
+    return option_value or None
 
 
 def _remove_tree(path: Path) -> None:
@@ -307,20 +300,36 @@ def _tokenize(tokenizer: Any, texts: list[str], max_length: int) -> list[list[in
     return tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
 
 
-def _pairwise_trainer(model, tokenizer, train_set, eval_set, output_dir, epochs, max_steps, learning_rate, batch_size, max_length, seed, callbacks, show_progress):
+def _pairwise_trainer(
+    model: Any,
+    tokenizer: Any,
+    train_set: Any,
+    eval_set: Any,
+    config: RewardTrainingConfig,
+    callbacks: list[Any] | None,
+    show_progress: bool,
+) -> Any:
     from trl import RewardConfig, RewardTrainer
 
     def tokenized(dataset: Any) -> Any:
         # Pre-tokenised columns make RewardTrainer skip its own EOS appending (see the module docstring).
         return dataset.map(
-            lambda batch: {"chosen_ids": _tokenize(tokenizer, batch["chosen"], max_length), "rejected_ids": _tokenize(tokenizer, batch["rejected"], max_length)},
+            lambda batch: {
+                "chosen_ids": _tokenize(tokenizer, batch["chosen"], config.max_length),
+                "rejected_ids": _tokenize(tokenizer, batch["rejected"], config.max_length),
+            },
             batched=True,
             remove_columns=["chosen", "rejected"],
         )
 
     args = _training_arguments(
-        RewardConfig, output_dir, epochs, max_steps, learning_rate, batch_size, seed, show_progress,
-        bf16=False, gradient_checkpointing=False, max_length=max_length, eval_strategy="no",
+        RewardConfig,
+        config,
+        show_progress,
+        bf16=False,
+        gradient_checkpointing=False,
+        max_length=config.max_length,
+        eval_strategy="no",
     )
     return RewardTrainer(
         model=model,
@@ -332,11 +341,20 @@ def _pairwise_trainer(model, tokenizer, train_set, eval_set, output_dir, epochs,
     )
 
 
-def _pointwise_trainer(model, tokenizer, train_set, eval_set, output_dir, mode, label_names, epochs, max_steps, learning_rate, batch_size, max_length, seed, callbacks, show_progress):
+def _pointwise_trainer(
+    model: Any,
+    tokenizer: Any,
+    train_set: Any,
+    eval_set: Any,
+    config: RewardTrainingConfig,
+    label_names: list[str] | None,
+    callbacks: list[Any] | None,
+    show_progress: bool,
+) -> Any:
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
     def target(value: Any) -> Any:
-        if mode == "classification":
+        if config.mode == "classification":
             return label_names.index(str(value))
         try:
             number = float(value)
@@ -348,12 +366,15 @@ def _pointwise_trainer(model, tokenizer, train_set, eval_set, output_dir, mode, 
 
     def tokenized(dataset: Any) -> Any:
         return dataset.map(
-            lambda batch: {"input_ids": _tokenize(tokenizer, batch["text"], max_length), "labels": [target(v) for v in batch["label"]]},
+            lambda batch: {
+                "input_ids": _tokenize(tokenizer, batch["text"], config.max_length),
+                "labels": [target(v) for v in batch["label"]],
+            },
             batched=True,
             remove_columns=["text", "label"],
         )
 
-    args = _training_arguments(TrainingArguments, output_dir, epochs, max_steps, learning_rate, batch_size, seed, show_progress, eval_strategy="no")
+    args = _training_arguments(TrainingArguments, config, show_progress, eval_strategy="no")
     return Trainer(
         model=model,
         args=args,
@@ -380,7 +401,9 @@ def _held_out_metrics(trainer: Any, mode: str, eval_set: Any) -> dict[str, float
 
 
 # ---------------------------------------------------------------------- two-class classifiers as rewards
-def classifier_to_reward_model(model_name_or_path: str | Path, output_dir: str | Path, positive_label: str | int = 1) -> Path:
+def classifier_to_reward_model(
+    model_name_or_path: str | Path, output_dir: str | Path, positive_label: str | int = 1
+) -> Path:
     """Save a two-class sequence classifier (e.g. a sentiment model) as a one-output reward model.
 
     The new head outputs logit[positive] - logit[negative], the log-odds of the positive class, so
@@ -396,11 +419,13 @@ def classifier_to_reward_model(model_name_or_path: str | Path, output_dir: str |
     tokenizer = load_tokenizer(model_name_or_path, field="model")
     labels = {str(name): int(i) for i, name in model.config.id2label.items()}
     if model.config.num_labels != 2:
-        raise ConfigError("model", str(model_name_or_path), f"must be a two-class classifier; it has {model.config.num_labels} labels")
+        count = model.config.num_labels
+        raise ConfigError("model", str(model_name_or_path), f"must be a two-class classifier; it has {count} labels")
     if isinstance(positive_label, int) or str(positive_label).isdigit():
         positive = int(positive_label)
         if positive not in (0, 1):
-            raise ConfigError("positive_label", positive_label, "must be 0 or 1, or one of the label names: " + ", ".join(labels))
+            names = ", ".join(labels)
+            raise ConfigError("positive_label", positive_label, f"must be 0 or 1, or one of the label names: {names}")
     elif str(positive_label) in labels:
         positive = labels[str(positive_label)]
     else:
@@ -422,6 +447,3 @@ def classifier_to_reward_model(model_name_or_path: str | Path, output_dir: str |
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     return output_dir
-
-
-# ---------------------------------------------------------------------- CLI
