@@ -13,9 +13,9 @@ import yaml
 
 from tnd_core.errors import ConfigError, TndError
 
-from app.compare_tab import run_compare
 from app.context import AppContext
 from app.runner import describe_exception
+from app.services import run_compare
 
 
 def _finite(value: float) -> float | None:

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
 from tnd_core.config import GROUPS, CustomPPOConfig
-from tnd_core.errors import ConfigError, TndError
+from tnd_core.errors import TndError
 
 from app.context import AppContext
 from app.forms import Form, control_updates, errors_markdown
-
-TAB_GROUPS = ("ppo", "optimizer", "scheduler", "early_stopping", "score", "distillation", "tnd", "generation", "run")
-CONFIG_FILE = "tnd_config.yaml"
-PRESET_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+from app.services import CONFIG_FILE, list_presets, load_preset, save_preset, write_config_file
 
 
 def reproduce_commands(config_file: str = CONFIG_FILE) -> str:
@@ -29,43 +23,6 @@ def reproduce_commands(config_file: str = CONFIG_FILE) -> str:
         f"# the same on every GPU of the machine, through accelerate:\n"
         f"accelerate launch -m tnd_core.cli train --config {config_file}\n"
     )
-
-
-def presets_dir() -> Path:
-    root = Path(os.environ.get("TND_CACHE_DIR") or Path.home() / ".cache" / "tnd_studio")
-    return root / "presets"
-
-
-def list_presets() -> list[str]:
-    """Names of the saved presets, sorted."""
-    folder = presets_dir()
-    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
-
-
-def save_preset(name: str, config: CustomPPOConfig) -> Path:
-    """Write `config` as the preset `name` (letters, digits, '_', '-', '.')."""
-    name = (name or "").strip()
-    if not PRESET_NAME.match(name):
-        raise ConfigError("preset name", name, "1-64 letters, digits, '_', '-' or '.'")
-    folder = presets_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.yaml"
-    config.save(path)
-    return path
-
-
-def load_preset(name: str) -> CustomPPOConfig:
-    """Read the preset `name`."""
-    if not name or name not in list_presets():
-        raise ConfigError("preset", name, f"one of: {', '.join(list_presets()) or 'no presets saved yet'}")
-    return CustomPPOConfig.load(presets_dir() / f"{name}.yaml")
-
-
-def write_config_file(config: CustomPPOConfig) -> str:
-    """The config as a fresh YAML file to download."""
-    path = Path(tempfile.mkdtemp(prefix="tnd-config-")) / CONFIG_FILE
-    config.save(path)
-    return str(path)
 
 
 def build(ctx: AppContext, form: Form, config: CustomPPOConfig, saved_values: gr.BrowserState) -> gr.Markdown:
@@ -84,8 +41,9 @@ def build(ctx: AppContext, form: Form, config: CustomPPOConfig, saved_values: gr
         load = gr.Button("Load preset", size="sm", scale=1)
     preset_status = gr.Markdown("")
     config_file = gr.File(label="Config file", visible=True, interactive=False)
-    for group in TAB_GROUPS:
-        with gr.Accordion(GROUPS[group], open=group == "ppo"):
+    # every option the tabs built before this one (Models, Data) do not show, one accordion per group
+    for i, group in enumerate(form.groups_without_controls()):
+        with gr.Accordion(GROUPS[group], open=i == 0):
             form.add_group(group, config)
     with gr.Accordion("Reproduce outside the app", open=True):
         yaml_box = gr.Code(config.to_yaml(), language="yaml", label=CONFIG_FILE, interactive=False)

@@ -2,7 +2,8 @@
 
 One `AppContext` per app process. The bundle is prepared once in a background thread at start-up
 (it builds in minutes on first use), with a progress line the UI polls, so nothing looks frozen and
-no two threads ever build it at the same time.
+no two threads ever build it at the same time. Importing this module does not load torch, so the
+app's forms and config pieces stay light.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from tnd_core.config import CustomPPOConfig
 from tnd_core.errors import ConfigError, TndError
 
@@ -28,17 +27,14 @@ log = logging.getLogger(__name__)
 
 def device_name() -> str:
     """Where the app puts models: the GPU when there is one, else the CPU."""
+    import torch
+
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def on_space() -> bool:
     """True on a Hugging Face Space, where polling is slower to spare the shared proxy."""
     return bool(os.environ.get("SPACE_ID"))
-
-
-def uses_bundle(config: CustomPPOConfig) -> bool:
-    sources = (config.teacher_name_or_path, config.student_name_or_path, config.reward_model_name_or_path, config.dataset_name_or_path)
-    return any(s == "bundle" or s.startswith("bundle:") for s in sources)
 
 
 class BundleManager:
@@ -67,7 +63,7 @@ class BundleManager:
     def _build(self) -> None:
         self.message = "checking the embedded bundle"
         try:
-            from tnd_core.data.bundle import ensure_bundle
+            from tnd_core.bundle import ensure_bundle
 
             self.paths = ensure_bundle(size=os.environ.get("TND_BUNDLE_SIZE") or None, progress=self._progress)
             self.fraction, self.message = 1.0, f"ready at {self.paths.root}"
@@ -120,12 +116,17 @@ class BundleManager:
 
 @dataclass
 class LoadedModels:
-    """Models loaded from the Models tab, used by Compare when no training run holds any."""
+    """Models loaded for a config (Models tab, Compare when no run holds them).
+
+    `sources` maps each loaded role ('teacher', 'student', 'reward_model') to where it came from;
+    `options` holds the config's model options they were loaded with.
+    """
 
     teacher: Any = None
     student: Any = None
-    reward: Any = None
+    reward_model: Any = None
     sources: dict[str, str] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -12,41 +9,15 @@ import pandas as pd
 
 from tnd_core.config import CustomPPOConfig
 from tnd_core.data.prompts import TABLE_SUFFIXES, load_prompts, preview_table
-from tnd_core.errors import ConfigError
+from tnd_core.sources import is_bundle
 
 from app.context import AppContext
 from app.forms import Form
 from app.runner import describe_exception
+from app.services import MAX_UPLOAD_MB, keep_upload, prompts_table
 
-MAX_UPLOAD_MB = 50
 PREVIEW_ROWS = 8
 SOURCES = ("bundle", "hub dataset", "uploaded file")
-
-
-def uploads_dir() -> Path:
-    root = Path(os.environ.get("TND_CACHE_DIR") or Path.home() / ".cache" / "tnd_studio")
-    return root / "uploads"
-
-
-def keep_upload(path: str) -> Path:
-    """Copy an upload out of Gradio's temporary cache so a run can read it later; checks the size."""
-    source = Path(path)
-    size_mb = source.stat().st_size / 2**20
-    if size_mb > MAX_UPLOAD_MB:
-        raise ConfigError("dataset file", source.name, f"at most {MAX_UPLOAD_MB} MB (this one has {size_mb:.1f} MB)")
-    if source.suffix.lower() not in TABLE_SUFFIXES:
-        raise ConfigError("dataset file", source.name, f"a {', '.join(TABLE_SUFFIXES)} file")
-    target = uploads_dir() / source.name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
-    return target
-
-
-def _table_path(ctx: AppContext, source: str) -> Path | None:
-    if source == "bundle":
-        return Path(ctx.bundle.wait(timeout_s=1.0).prompts)
-    path = Path(source).expanduser()
-    return path if path.suffix.lower() in TABLE_SUFFIXES or path.exists() else None
 
 
 def preview(ctx: AppContext, source: str, column: str | None) -> tuple[list[str], pd.DataFrame, int, str]:
@@ -54,7 +25,7 @@ def preview(ctx: AppContext, source: str, column: str | None) -> tuple[list[str]
 
     With `column` None (a fresh upload) the column is 'prompt' when there is one, else the first.
     """
-    path = _table_path(ctx, source)
+    path = prompts_table(ctx, source)
     if path is None:
         prompts = load_prompts(source, column or "prompt")
         return [column or "prompt"], pd.DataFrame({column or "prompt": prompts[:PREVIEW_ROWS]}), len(prompts), column or "prompt"
@@ -85,7 +56,7 @@ def build(ctx: AppContext, form: Form, config: CustomPPOConfig) -> None:
         if choice == "bundle":
             return gr.update(visible=False), "bundle"
         if choice == "hub dataset":
-            return gr.update(visible=False), "" if current == "bundle" else current
+            return gr.update(visible=False), "" if is_bundle(current) else current
         return gr.update(visible=True), gr.skip()
 
     kind.change(on_kind, inputs=[kind, source], outputs=[upload, source], queue=False)

@@ -16,10 +16,10 @@ import pandas as pd
 
 from tnd_core.errors import ConfigError, TndError
 
-from app.config_tab import write_config_file
 from app.context import AppContext
 from app.forms import Form, errors_markdown
 from app.runner import Snapshot
+from app.services import CONFIG_FILE, write_config_file
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -117,7 +117,7 @@ def build(ctx: AppContext, form: Form) -> None:
         cfg, errors = form.read(values)
         if cfg is None:
             return None, f"❌ Fix the config first:\n{errors_markdown(errors)}"
-        return write_config_file(cfg), "Run it with `tnd train --config tnd_config.yaml`."
+        return write_config_file(cfg), f"Run it with `tnd train --config {CONFIG_FILE}`."
 
     def on_push(repo: str, secret: str, is_private: bool, out_dir: str) -> tuple[str, str]:
         try:

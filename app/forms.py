@@ -13,7 +13,7 @@ from typing import Any
 
 import gradio as gr
 
-from tnd_core.config import CustomPPOConfig, FieldSpec, field_specs, parse_value
+from tnd_core.config import CustomPPOConfig, FieldSpec, field_specs, parse_value, specs_by_group
 from tnd_core.errors import ConfigError
 
 
@@ -119,7 +119,6 @@ def control_updates(names: list[str], errors: list[ConfigError]) -> list[dict]:
     return updates
 
 
-
 class Form:
     """The option controls of every tab, kept in `field_specs()` order so values line up with names."""
 
@@ -140,6 +139,11 @@ class Form:
     @property
     def components(self) -> list[gr.components.Component]:
         return [self.controls[n] for n in self.names]
+
+    def groups_without_controls(self) -> list[str]:
+        """Option groups none of whose options has a control yet, in display order."""
+        grouped = specs_by_group().items()
+        return [group for group, specs in grouped if specs and not any(s.name in self.controls for s in specs)]
 
     def missing(self) -> list[str]:
         """Options that have no control yet (empty once every tab is built)."""

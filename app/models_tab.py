@@ -8,55 +8,31 @@ import gradio as gr
 import pandas as pd
 
 from tnd_core.config import CustomPPOConfig
+
 from app.context import AppContext, LoadedModels, device_name
 from app.forms import Form
 from app.runner import describe_exception
+from app.services import load_models
 
-ROLES = (("teacher", "teacher_name_or_path"), ("student", "student_name_or_path"), ("reward", "reward_model_name_or_path"))
-
-
-def count_parameters(module: Any) -> int:
-    return sum(p.numel() for p in module.parameters())
+COLUMNS = ["role", "source", "parameters", "device", "dtype"]
 
 
 def describe_models(models: LoadedModels) -> pd.DataFrame:
     """One row per loaded model: role, source, parameters, device, dtype."""
     rows = []
-    for role, _ in ROLES:
+    for role, source in models.sources.items():
         wrapper = getattr(models, role)
-        if wrapper is None:
-            continue
         first = next(wrapper.parameters())
         rows.append(
             {
-                "role": role,
-                "source": models.sources.get(role, ""),
-                "parameters": f"{count_parameters(wrapper):,}",
+                "role": role.replace("_", " "),
+                "source": source,
+                "parameters": f"{sum(p.numel() for p in wrapper.parameters()):,}",
                 "device": str(first.device),
                 "dtype": str(first.dtype).replace("torch.", ""),
             }
         )
-    return pd.DataFrame(rows, columns=["role", "source", "parameters", "device", "dtype"])
-
-
-def load_models(ctx: AppContext, config: CustomPPOConfig, progress: Any = None) -> LoadedModels:
-    """Load the three models of `config` onto the app's device (waiting for the bundle if needed)."""
-    from tnd_core.models import load_reward_model, load_student, load_teacher
-
-    loaders = {"teacher": load_teacher, "student": load_student, "reward": load_reward_model}
-    device = device_name()
-    loaded = LoadedModels()
-    for i, (role, field_name) in enumerate(ROLES):
-        source = getattr(config, field_name)
-        if progress is not None:
-            progress(i / len(ROLES), desc=f"loading the {role} from {source}")
-        if source == "bundle" or source.startswith("bundle:"):
-            ctx.bundle.wait()
-        setattr(loaded, role, loaders[role](source, config).to(device))
-        loaded.sources[role] = source
-    with ctx.models_lock:
-        ctx.models = loaded
-    return loaded
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def build(ctx: AppContext, form: Form, config: CustomPPOConfig) -> None:
@@ -85,17 +61,12 @@ def build(ctx: AppContext, form: Form, config: CustomPPOConfig) -> None:
 
     bundle_timer.tick(bundle_tick, inputs=shown, outputs=[bundle_line, shown, bundle_timer], show_progress="hidden", queue=False)
 
-    names = [n for _, n in ROLES] + ["trust_remote_code"]
-
     def on_load(progress: gr.Progress = gr.Progress(), *values: Any) -> tuple[str, pd.DataFrame]:  # noqa: B008 (Gradio's idiom)
-        base = ctx.initial_config().to_dict()
-        for name, value in zip(names, values):
-            base[name] = value
         try:
-            config = CustomPPOConfig.from_dict(base)
+            config = ctx.initial_config().replace(**dict(zip(controls, values)))
             loaded = load_models(ctx, config, progress)
         except Exception as exc:  # a bad id or path is the user's to fix: show it in words
             return f"❌ {describe_exception(exc)}", describe_models(ctx.models)
         return f"✅ Models loaded on **{device_name()}**.", describe_models(loaded)
 
-    load_button.click(on_load, inputs=[controls[n] for n in names], outputs=[status, table])
+    load_button.click(on_load, inputs=list(controls.values()), outputs=[status, table])

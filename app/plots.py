@@ -13,23 +13,24 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from tnd_core import stats as stat
+
 MAX_POINTS = 1000
 
-REWARD_STATS = {"env/reward_mean": "trials", "env/demo_reward_mean": "demos"}
-KL_STATS = {"objective/kl": "KL (penalty)", "distill/teacher_student_kl": "KL teacher→student"}
+REWARD_STATS = {stat.REWARD_MEAN: "trials", stat.DEMO_REWARD_MEAN: "demos"}
+KL_STATS = {stat.KL: "KL (penalty)", stat.TEACHER_STUDENT_KL: "KL teacher→student"}
 LOSS_STATS = {
-    "ppo/loss/policy": "policy",
-    "ppo/loss/value": "value",
-    "ppo/loss/distill": "distill",
-    "ppo/loss/clm": "CLM",
-    "ppo/loss/total": "total",
+    stat.LOSS_POLICY: "policy",
+    stat.LOSS_VALUE: "value",
+    stat.LOSS_DISTILL: "distill",
+    stat.LOSS_CLM: "CLM",
+    stat.LOSS_TOTAL: "total",
 }
 HEALTH_STATS = {
-    "ppo/policy/entropy": "entropy",
-    "ppo/policy/clipfrac": "clip fraction",
-    "ppo/val/error": "value error",
+    stat.POLICY_ENTROPY: "entropy",
+    stat.CLIPFRAC: "clip fraction",
+    stat.VALUE_ERROR: "value error",
 }
-LENGTH_STAT = "tokens/response_len_mean"
 
 # The adaptive controller's proportional error is clipped at +-0.2: inside this band it steers
 # smoothly, outside it pushes at full strength.
@@ -97,7 +98,7 @@ def kl_figure(steps: Sequence[int], stats: dict[str, Sequence[float]], target: f
     """KL of the penalty and teacher→student KL, the controller's target band, and beta on a right axis."""
     fig = _empty("KL", "KL (nats)")
     _add_lines(fig, steps, stats, KL_STATS)
-    _add_lines(fig, steps, stats, {"objective/kl_coef": "KL coef (beta)"}, yaxis="y2")
+    _add_lines(fig, steps, stats, {stat.KL_COEF: "KL coef (beta)"}, yaxis="y2")
     _right_axis(fig, "beta")
     if target:
         shapes = [dict(type="line", xref="paper", x0=0, x1=1, y0=target, y1=target, line=dict(color="green", dash="dash"))]
@@ -119,12 +120,12 @@ def health_figure(steps: Sequence[int], stats: dict[str, Sequence[float]]) -> go
     """Entropy, clip fraction and value error, with the response length on a right axis."""
     fig = _empty("Policy health", "value")
     _add_lines(fig, steps, stats, HEALTH_STATS)
-    _add_lines(fig, steps, stats, {LENGTH_STAT: "response length"}, yaxis="y2")
+    _add_lines(fig, steps, stats, {stat.RESPONSE_LEN_MEAN: "response length"}, yaxis="y2")
     _right_axis(fig, "tokens")
     return fig
 
 
-EVAL_FIRST = "eval/teacher_student_kl"
+EVAL_FIRST = f"{stat.EVAL_PREFIX}teacher_student_kl"
 
 
 def eval_figure(steps: Sequence[int], metrics: dict[str, Sequence[float]]) -> go.Figure:
@@ -135,8 +136,8 @@ def eval_figure(steps: Sequence[int], metrics: dict[str, Sequence[float]]) -> go
     """
     fig = _empty("Evaluation (click the legend to add metrics)", "value")
     names = sorted(metrics)
-    _add_lines(fig, steps, metrics, {k: k.removeprefix("eval/") for k in names})
-    shown = (EVAL_FIRST if EVAL_FIRST in names else names[0]).removeprefix("eval/") if names else None
+    _add_lines(fig, steps, metrics, {k: k.removeprefix(stat.EVAL_PREFIX) for k in names})
+    shown = (EVAL_FIRST if EVAL_FIRST in names else names[0]).removeprefix(stat.EVAL_PREFIX) if names else None
     for trace in fig.data:
         trace.visible = True if trace.name == shown else "legendonly"
     fig.update_layout(uirevision="Evaluation")
@@ -160,17 +161,17 @@ def health_warnings(stats: dict[str, Sequence[float]], target: float | None, win
       sign that the policy found a degenerate way to please the reward model.
     """
     warnings = []
-    kl = [v for v in stats.get("objective/kl", []) if not math.isnan(v)]
+    kl = [v for v in stats.get(stat.KL, []) if not math.isnan(v)]
     if kl:
         recent = float(np.mean(kl[-window:]))
         if target and recent > 3 * target:
             warnings.append(f"KL is blowing up: {recent:.3g} vs target {target:g}. Lower the learning rate or raise init_kl_coef.")
         if recent < -0.1:
             warnings.append(f"KL is negative ({recent:.3g}): trials are probably not sampled (check do_sample, top_k, top_p).")
-    reward_first = _window_mean(stats.get("env/reward_mean", []), True, window)
-    reward_last = _window_mean(stats.get("env/reward_mean", []), False, window)
+    reward_first = _window_mean(stats.get(stat.REWARD_MEAN, []), True, window)
+    reward_last = _window_mean(stats.get(stat.REWARD_MEAN, []), False, window)
     if reward_last > reward_first:
-        for key, label in ((LENGTH_STAT, "response length"), ("ppo/policy/entropy", "entropy")):
+        for key, label in ((stat.RESPONSE_LEN_MEAN, "response length"), (stat.POLICY_ENTROPY, "entropy")):
             first = _window_mean(stats.get(key, []), True, window)
             last = _window_mean(stats.get(key, []), False, window)
             if first > 0 and last < 0.5 * first:

@@ -1,23 +1,23 @@
 """The app's one background training job and the thread-safe store the UI polls.
 
-`Runner.start` builds a trainer in a background thread and feeds its events into a `RunStore`.
-Control (pause, resume, stop) is allowed only to the owner token that started the job; everyone
-else watches. Work that must see consistent weights (Compare) goes through `run_between_steps`,
-which the training thread serves between two steps, or runs at once when no step can be running.
-Logs go to `<output_dir>/train.log` and to an in-memory tail for the UI, never to a pipe.
+`Runner.start` runs a job (`tnd_core.pipeline.run_training`) in a background thread and feeds its
+events into a `RunStore`; the runner never holds the trainer. Control (pause, resume, stop) is
+allowed only to the owner token that started the job; everyone else watches. Work that must see
+consistent weights (Compare) goes through `call_between_steps`, which hands it to the job's
+`TrainingControl`: the training thread runs it between two steps with the run's models, or it runs
+at once (on the final models after a run). Logs go to `<output_dir>/train.log` and to an in-memory
+tail for the UI, never to a pipe.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import queue
 import threading
 import time
 import traceback
 from array import array
 from collections import deque
-from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +35,9 @@ from tnd_core.events import (
     StatusEvent,
     StepEvent,
     TrainingControl,
+    TrainingModels,
 )
+from tnd_core.pipeline import run_training
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,8 @@ STATE_WORDS = {
 }
 LOGGERS = ("tnd_core", "app")
 
-TrainerFactory = Callable[..., Any]
+# run(config, callbacks=[...], control=control) -> the result dict of `tnd_core.pipeline.run_training`
+RunFunction = Callable[..., dict[str, Any]]
 
 
 class JobBusyError(TndError):
@@ -259,40 +262,6 @@ class _StoreLogHandler(logging.Handler):
         self.store.add_log(self.format(record))
 
 
-class _Request:
-    """A call waiting for a moment when the weights cannot change; claimed by exactly one thread."""
-
-    def __init__(self, fn: Callable[[Any], Any]):
-        self.fn = fn
-        self.future: Future = Future()
-        self._claim = threading.Lock()
-
-    def claim(self) -> bool:
-        return self._claim.acquire(blocking=False)
-
-    def run(self, trainer: Any) -> None:
-        try:
-            self.future.set_result(self.fn(trainer))
-        except Exception as exc:  # handed to the waiting caller, never raised in the training thread
-            self.future.set_exception(exc)
-
-
-class _ServingControl(TrainingControl):
-    """TrainingControl whose pause loop reports the pause and serves queued requests while blocked."""
-
-    def __init__(self, on_pause: Callable[[], None], serve: Callable[[], None]):
-        super().__init__()
-        self._on_pause = on_pause
-        self._serve = serve
-
-    def wait_while_paused(self, poll_s: float = 0.1) -> None:
-        if not self.paused:
-            return
-        self._on_pause()
-        while not self._running.wait(poll_s):
-            self._serve()
-
-
 def describe_exception(exc: BaseException) -> str:
     """A message for people: TndError text as is, anything else with its type and a hint for memory errors."""
     if isinstance(exc, TndError):
@@ -306,20 +275,19 @@ def describe_exception(exc: BaseException) -> str:
 class Runner:
     """The single training job of an app process.
 
-    `trainer_factory(config, callbacks=[...], control=TrainingControl())` must return an object with
-    `train()`; `tnd_core.pipeline.build_trainer` is the real one.
+    `run_function(config, callbacks=[...], control=TrainingControl())` trains and returns the
+    result dict; the default is `tnd_core.pipeline.run_training` (tests pass a fake).
     """
 
-    def __init__(self, trainer_factory: TrainerFactory | None = None, compare_timeout_s: float = 60.0):
+    def __init__(self, run_function: RunFunction | None = None, request_timeout_s: float = 60.0):
         self.store = RunStore()
-        self.trainer_factory = trainer_factory
+        self.run_function = run_function or run_training
+        self.request_timeout_s = request_timeout_s
         self._lock = threading.Lock()
-        self._requests: queue.Queue[_Request] = queue.Queue()
         self._thread: threading.Thread | None = None
-        self._control: TrainingControl | None = None
+        # the latest job's control; before any job, requests run at once with no models
+        self._control = TrainingControl()
         self._owner: str | None = None
-        self.trainer: Any = None
-        self.compare_timeout_s = compare_timeout_s
 
     # ------------------------------------------------------------------ job control
     @property
@@ -343,14 +311,15 @@ class Runner:
                 who = "this session" if owner == self._owner else "another session"
                 raise JobBusyError(f"A training job started by {who} is still running; one job per app. Stop it first.")
             self._owner = owner
-            self._control = _ServingControl(on_pause=lambda: self.store.set_state("paused"), serve=self._serve_requests)
-            self.trainer = None
+            self._control = TrainingControl()
             self.store.reset(owner, config)
-            self._thread = threading.Thread(target=self._run, args=(config, self._control), name="tnd-train", daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, args=(config, self._control), name="tnd-train", daemon=True
+            )
             self._thread.start()
 
     def _require_owner(self, token: str | None) -> TrainingControl:
-        if not self.running or self._control is None:
+        if not self.running:
             raise TndError("No training job is running.")
         if not self.is_owner(token):
             raise NotOwnerError("Only the session that started this job can control it; this session is watching read-only.")
@@ -387,10 +356,7 @@ class Runner:
         handlers = self._attach_logs(config)
         try:
             log.info("starting a run of %d steps into %s", config.steps, config.output_dir)
-            factory = self.trainer_factory or _default_factory()
-            trainer = factory(config, callbacks=[self._on_event], control=control)
-            self.trainer = trainer
-            trainer.train()
+            self.run_function(config, callbacks=[self._on_event], control=control)
             if self.store.state not in TERMINAL_STATES:
                 self.store.set_state("stopped" if control.stop_requested else "completed")
             log.info("run ended: %s", self.store.state)
@@ -399,6 +365,8 @@ class Runner:
             log.error("training failed: %s\n%s", message, traceback.format_exc())
             self.store.set_error(message)
         finally:
+            # a job that failed before its trainer detached must not leave requests waiting
+            control.detach()
             for logger_name, handler in handlers:
                 logging.getLogger(logger_name).removeHandler(handler)
                 handler.close()
@@ -428,49 +396,20 @@ class Runner:
         self.store.on_event(event)
         if isinstance(event, ErrorEvent) and event.traceback:
             log.error("%s", event.traceback)
-        if isinstance(event, StepEvent):
-            self._serve_requests()
-
-    def _serve_requests(self) -> None:
-        while True:
-            try:
-                request = self._requests.get_nowait()
-            except queue.Empty:
-                return
-            if request.claim():
-                request.run(self.trainer)
 
     # ------------------------------------------------------------------ consistent reads of the weights
-    def run_between_steps(self, fn: Callable[[Any], Any], timeout_s: float | None = None) -> Any:
-        """Call `fn(trainer)` where no optimisation step can change the weights under it.
+    def call_between_steps(self, fn: Callable[[TrainingModels | None], Any], timeout_s: float | None = None) -> Any:
+        """`fn(models)` where no optimisation step can change the weights under it; returns its result.
 
-        While a trainer runs, the training thread calls it after the next logged step, or within
-        0.1 s while paused. Before the trainer exists and after the job it runs here at once
-        (`trainer` is None until the models are loaded). Raises TndError on timeout.
+        While a job trains, its training thread runs `fn` after the current step (at once while
+        paused) with the run's models. Before a trainer has the models `fn` gets None; after the
+        job it gets the final models. `fn`'s own errors reach the caller. Raises TndError when the
+        current step does not end within `timeout_s` (default `request_timeout_s`); `fn` then never runs.
         """
-        request = _Request(fn)
-        if self.trainer is None or not self.running:
-            request.claim()
-            request.run(self.trainer)
-            return request.future.result()
-        self._requests.put(request)
-        deadline = time.monotonic() + (self.compare_timeout_s if timeout_s is None else timeout_s)
-        while True:
-            try:
-                return request.future.result(0.2)
-            except FuturesTimeout:
-                pass
-            if not self.running:  # the job ended after the request was queued: the weights are final
-                if request.claim():
-                    request.run(self.trainer)
-                return request.future.result()
-            if time.monotonic() > deadline:
-                if request.claim():
-                    raise TndError("The training step did not finish in time; pause training and try again.")
-                return request.future.result()
-
-
-def _default_factory() -> TrainerFactory:
-    from tnd_core.pipeline import build_trainer
-
-    return build_trainer
+        future = self._control.submit(fn)
+        try:
+            return future.result(self.request_timeout_s if timeout_s is None else timeout_s)
+        except FuturesTimeout:
+            if future.cancel():
+                raise TndError("The training step did not finish in time; pause training and try again.") from None
+            return future.result()  # the training thread had just started it: its answer is near

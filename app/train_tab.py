@@ -12,6 +12,7 @@ import html
 import math
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
@@ -85,12 +86,26 @@ def is_settled(state: str) -> bool:
     return state in TERMINAL_STATES or state == "paused"
 
 
-def should_redraw(last: dict, state: str, new_run: bool, new_data: bool, now: float, redraw_s: float) -> bool:
+@dataclass(frozen=True)
+class TickState:
+    """What a session's Train tab shows, as of its last timer tick (kept in the session's gr.State)."""
+
+    version: int = -1  # the store's version
+    run: int = -1  # the run whose curves are drawn
+    role: str = ""  # 'owner', 'viewer' or 'free'
+    steps: int = -1  # logged steps in the drawn plots; -1 before the first redraw
+    evals: int = -1  # evaluations in the drawn evaluation plot and table
+    drawn_at: float = 0.0  # time.monotonic() of the last redraw
+    pending: bool = False  # new steps or evaluations arrived whose redraw was put off
+    sent: tuple[str, ...] = ()  # repr of each light output as last sent, to skip unchanged ones
+
+
+def should_redraw(last: TickState, state: str, new_run: bool, new_data: bool, now: float, redraw_s: float) -> bool:
     """Whether a tick redraws plots, tables and log: only with new data, and then for a run's first
     points, for a job that settled (paused or ended), or once `redraw_s` passed since the last redraw."""
     if not new_data:
         return False
-    return new_run or is_settled(state) or last.get("steps", -1) <= 0 or now - last.get("drawn_at", 0.0) >= redraw_s
+    return new_run or is_settled(state) or last.steps <= 0 or now - last.drawn_at >= redraw_s
 
 
 def figures(snap: Snapshot) -> list[Any]:
@@ -176,7 +191,7 @@ def build(ctx: AppContext, form: Form, owner: gr.BrowserState, check_summary: gr
             eval_table = gr.Dataframe(interactive=False)
     with gr.Accordion("Log", open=False):
         log_box = gr.Textbox(lines=12, max_lines=12, show_label=False, autoscroll=True)
-    seen = gr.State({"version": -1, "run": -1, "steps": -1, "evals": -1, "role": "", "drawn_at": 0.0, "pending": False, "sent": []})
+    seen = gr.State(TickState())
     cache = FigureCache()
     timer = gr.Timer(ctx.poll_s)
 
@@ -185,17 +200,17 @@ def build(ctx: AppContext, form: Form, owner: gr.BrowserState, check_summary: gr
     light_outputs = [progress, status, warnings, role_note, *buttons]
     heavy_outputs = [log_box, rollout, eval_table, *plot_outputs, eval_box]
 
-    def tick(token: str | None, last: dict) -> Any:
+    def tick(token: str | None, last: TickState) -> Any:
         role = role_of(ctx, token)
         version = ctx.runner.store.version
         now = time.monotonic()
-        due = now - last.get("drawn_at", 0.0) >= ctx.redraw_s
-        if last.get("version") == version and last.get("role") == role and not (last.get("pending") and due):
+        due = now - last.drawn_at >= ctx.redraw_s
+        if last.version == version and last.role == role and not (last.pending and due):
             return gr.skip()
         snap = ctx.runner.store.snapshot()
-        new_run = snap.run != last.get("run")
-        new_steps = new_run or len(snap.steps) != last.get("steps")
-        new_evals = new_run or len(snap.eval_steps) != last.get("evals")
+        new_run = snap.run != last.run
+        new_steps = new_run or len(snap.steps) != last.steps
+        new_evals = new_run or len(snap.eval_steps) != last.evals
         redraw = should_redraw(last, snap.state, new_run, new_steps or new_evals, now, ctx.redraw_s)
         target = snap.config.target if snap.config else None
         light = [
@@ -206,19 +221,20 @@ def build(ctx: AppContext, form: Form, owner: gr.BrowserState, check_summary: gr
             *button_updates(ctx, role),
         ]
         # send only what changed: every update makes the browser lay out and paint again
-        sent = [repr(value) for value in light]
-        previous = last.get("sent") or [None] * len(sent)
-        outputs: list[Any] = [
-            {
-                "version": snap.version, "run": snap.run, "role": role,
-                "steps": len(snap.steps) if redraw else last.get("steps", -1),
-                "evals": len(snap.eval_steps) if redraw else last.get("evals", -1),
-                "drawn_at": now if redraw else last.get("drawn_at", 0.0),
-                "pending": (new_steps or new_evals) and not redraw,
-                "sent": sent,
-            },
-            *(gr.skip() if key == before else value for value, key, before in zip(light, sent, previous)),
-        ]
+        sent = tuple(repr(value) for value in light)
+        previous = last.sent or (None,) * len(sent)
+        shown = TickState(
+            version=snap.version,
+            run=snap.run,
+            role=role,
+            steps=len(snap.steps) if redraw else last.steps,
+            evals=len(snap.eval_steps) if redraw else last.evals,
+            drawn_at=now if redraw else last.drawn_at,
+            pending=(new_steps or new_evals) and not redraw,
+            sent=sent,
+        )
+        changed = (gr.skip() if key == before else value for value, key, before in zip(light, sent, previous))
+        outputs: list[Any] = [shown, *changed]
         if not redraw:
             # an error or a stop can arrive without new steps: its last log lines still show
             return outputs + [snap.log_tail if is_settled(snap.state) else gr.skip()] + [gr.skip()] * (len(heavy_outputs) - 1)
@@ -227,7 +243,7 @@ def build(ctx: AppContext, form: Form, owner: gr.BrowserState, check_summary: gr
         outputs += figs[:4] if new_steps else [gr.skip()] * 4
         outputs.append(figs[4] if new_evals else gr.skip())
         # open the evaluation panel when a run's first evaluation arrives; later the user decides
-        first_eval = snap.eval_steps and (new_run or last.get("evals", 0) <= 0)
+        first_eval = snap.eval_steps and (new_run or last.evals <= 0)
         outputs.append(gr.update(open=True) if first_eval else gr.skip())
         return outputs
 

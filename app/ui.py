@@ -10,9 +10,10 @@ import gradio as gr
 from tnd_core.config import CustomPPOConfig
 
 from app import api, compare_tab, config_tab, data_tab, export_tab, models_tab, train_tab
-from app.context import AppContext, BundleManager, on_space, uses_bundle
+from app.context import AppContext, BundleManager, on_space
 from app.forms import Form, config_from_form
 from app.runner import Runner
+from app.services import training_run_function
 
 CSS = """
 .tnd-invalid { border-left: 3px solid #dc2626 !important; }
@@ -27,7 +28,7 @@ def make_context(runner: Runner | None = None, poll_s: float | None = None) -> A
     bundle = BundleManager()
     if runner is None:
         runner = Runner()
-        runner.trainer_factory = _bundle_aware_factory(bundle, runner)
+        runner.run_function = training_run_function(bundle, runner.store)
     ctx = AppContext(runner=runner, bundle=bundle, poll_s=poll_s or (2.5 if on_space() else 1.0))
     bundle.start()
     threading.Thread(target=_warm_up, name="tnd-warm-up", daemon=True).start()
@@ -37,20 +38,8 @@ def make_context(runner: Runner | None = None, poll_s: float | None = None) -> A
 def _warm_up() -> None:
     # importing the trainer (accelerate, TRL) takes seconds; doing it now keeps them off the
     # path from the Start click to the first plotted step
-    import tnd_core.pipeline  # noqa: F401
-    import tnd_core.trainers.ppo_trainer.ppo  # noqa: F401
-
-
-def _bundle_aware_factory(bundle: BundleManager, runner: Runner) -> Any:
-    def factory(config: CustomPPOConfig, callbacks: Any = (), control: Any = None) -> Any:
-        from tnd_core.pipeline import build_trainer
-
-        if uses_bundle(config):
-            bundle.wait(on_progress=lambda line: runner.store.set_detail(f"Waiting for the bundle: {line}"))
-            runner.store.set_detail("")
-        return build_trainer(config, callbacks=callbacks, control=control)
-
-    return factory
+    from tnd_core import CustomPPOTrainer  # noqa: F401
+    from tnd_core.evaluation import compare  # noqa: F401
 
 
 def build_app(ctx: AppContext | None = None) -> tuple[gr.Blocks, Form]:

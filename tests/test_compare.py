@@ -1,4 +1,5 @@
-"""Compare: same settings and seed for both models, reward of each text, per-token KL(teacher || student)."""
+"""Compare (tnd_core.evaluation.compare): same settings and seed for both models, reward of each text,
+per-token KL(teacher || student); the app's highlight scaling."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from app.compare_tab import compare, highlight, per_token_kl
+from app.compare_tab import highlight
 from tnd_core.config import CustomPPOConfig
+from tnd_core.evaluation.compare import compare, per_token_kl
 from tnd_core.errors import ConfigError
 from tnd_core.models import RewardModel, StudentModel, TeacherModel
 from tnd_tiny import make_classifier, make_lm, make_tokenizer

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
 import gradio as gr
 import pytest
 
 from app.forms import Form, config_from_form, control_updates, errors_markdown, field_info, form_values
-from tnd_core.config import CustomPPOConfig, field_specs
+from tnd_core.config import GROUPS, CustomPPOConfig, field_specs
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _non_default(spec):
@@ -46,10 +53,12 @@ def form() -> Form:
 
 
 def test_app_form_has_a_control_for_every_field():
+    from app.context import AppContext, BundleManager
     from app.runner import Runner
-    from app.ui import build_app, make_context
+    from app.ui import build_app
 
-    _, form = build_app(make_context(runner=Runner(trainer_factory=lambda *a, **k: None)))
+    # a context whose bundle is never prepared: the form does not need it
+    _, form = build_app(AppContext(runner=Runner(run_function=lambda *a, **k: {}), bundle=BundleManager()))
     assert form.missing() == []
     assert form.names == [s.name for s in field_specs()]
     for spec, component in zip(field_specs(), form.components):
@@ -130,3 +139,42 @@ def test_form_values_show_text_for_json_and_optional(form):
     shown = dict(zip(form.names, form_values(CustomPPOConfig(score_clip=None, scheduler_kwargs={"power": 2.0}), form.names)))
     assert shown["score_clip"] == "" and shown["scheduler_kwargs"] == '{"power": 2.0}'
     assert shown["batch_size"] == 16 and shown["adap_kl_ctrl"] is True
+
+
+def test_groups_without_controls_are_what_the_config_tab_shows():
+    form = Form()
+    with gr.Blocks():
+        assert form.groups_without_controls() == list(GROUPS)
+        form.add_group("models", CustomPPOConfig())
+        form.add_group("data", CustomPPOConfig())
+    assert form.groups_without_controls() == [g for g in GROUPS if g not in ("models", "data")]
+
+
+def test_importing_the_forms_and_config_pieces_does_not_load_torch():
+    code = (
+        "import sys\n"
+        "import app.forms, app.context, app.runner, app.services, app.config_tab\n"
+        "loaded = sorted(m for m in ('torch', 'transformers', 'accelerate') if m in sys.modules)\n"
+        "assert not loaded, loaded\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def _imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return names
+
+
+def test_tabs_and_the_api_never_import_each_other():
+    modules = [*sorted((REPO / "app").glob("*_tab.py")), REPO / "app" / "api.py"]
+    names = {f"app.{path.stem}" for path in modules}
+    assert len(names) >= 7
+    crossings = {f"app.{p.stem}": sorted(_imported_modules(p) & (names - {f"app.{p.stem}"})) for p in modules}
+    assert {module: imports for module, imports in crossings.items() if imports} == {}

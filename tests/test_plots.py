@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from app.plots import decimate, eval_figure, health_warnings, kl_figure, loss_figure, reward_figure
+from tnd_core import stats as stat
 
 
 def test_decimate_bounds_points_and_keeps_ends_and_spikes():
@@ -27,7 +28,7 @@ def test_decimate_drops_missing_values_and_leaves_short_series_alone():
 
 def test_kl_figure_has_band_target_and_beta_axis():
     steps = [1, 2, 3]
-    stats = {"objective/kl": [5.0, 6.0, 7.0], "objective/kl_coef": [0.2, 0.21, 0.22], "distill/teacher_student_kl": [3.0, 2.0, 1.0]}
+    stats = {stat.KL: [5.0, 6.0, 7.0], stat.KL_COEF: [0.2, 0.21, 0.22], stat.TEACHER_STUDENT_KL: [3.0, 2.0, 1.0]}
     fig = kl_figure(steps, stats, target=6.0, adaptive=True)
     rect = [s for s in fig.layout.shapes if s.type == "rect"][0]
     assert (rect.y0, rect.y1) == (6.0 * 0.8, 6.0 * 1.2)
@@ -40,7 +41,7 @@ def test_kl_figure_has_band_target_and_beta_axis():
 
 def test_reward_and_loss_figures_plot_what_was_logged():
     steps = [1, 2]
-    stats = {"env/reward_mean": [0.1, 0.2], "env/demo_reward_mean": [1.0, 1.1], "ppo/loss/total": [2.0, 1.5]}
+    stats = {stat.REWARD_MEAN: [0.1, 0.2], stat.DEMO_REWARD_MEAN: [1.0, 1.1], stat.LOSS_TOTAL: [2.0, 1.5]}
     assert [t.name for t in reward_figure(steps, stats).data] == ["trials", "demos"]
     losses = loss_figure(steps, stats)
     assert [t.name for t in losses.data] == ["total"] and list(losses.data[0].y) == [2.0, 1.5]
@@ -48,20 +49,25 @@ def test_reward_and_loss_figures_plot_what_was_logged():
 
 def test_health_warnings():
     rising = [0.1 * i for i in range(20)]
-    healthy = {"env/reward_mean": rising, "objective/kl": [5.5] * 20, "tokens/response_len_mean": [16.0] * 20, "ppo/policy/entropy": [3.0] * 20}
+    healthy = {
+        stat.REWARD_MEAN: rising,
+        stat.KL: [5.5] * 20,
+        stat.RESPONSE_LEN_MEAN: [16.0] * 20,
+        stat.POLICY_ENTROPY: [3.0] * 20,
+    }
     assert health_warnings(healthy, target=6.0) == []
 
-    blown = dict(healthy, **{"objective/kl": [5.5] * 15 + [40.0] * 5})
+    blown = dict(healthy, **{stat.KL: [5.5] * 15 + [40.0] * 5})
     assert any("KL is blowing up" in w for w in health_warnings(blown, target=6.0))
 
-    negative = dict(healthy, **{"objective/kl": [-0.5] * 20})
+    negative = dict(healthy, **{stat.KL: [-0.5] * 20})
     assert any("KL is negative" in w for w in health_warnings(negative, target=6.0))
 
-    collapsed = dict(healthy, **{"tokens/response_len_mean": [16.0] * 10 + [2.0] * 10})
+    collapsed = dict(healthy, **{stat.RESPONSE_LEN_MEAN: [16.0] * 10 + [2.0] * 10})
     warnings = health_warnings(collapsed, target=6.0)
     assert len(warnings) == 1 and "response length collapsed" in warnings[0]
 
-    falling_reward = dict(collapsed, **{"env/reward_mean": rising[::-1]})
+    falling_reward = dict(collapsed, **{stat.REWARD_MEAN: rising[::-1]})
     assert health_warnings(falling_reward, target=6.0) == []
 
 
@@ -74,23 +80,23 @@ def test_eval_figure_shows_teacher_student_kl_and_keeps_the_rest_a_click_away():
 
 
 def test_live_redraws_are_throttled_while_steps_stream_but_never_lag_a_settled_job():
-    from app.train_tab import should_redraw
+    from app.train_tab import TickState, should_redraw
 
     redraw_s = 3.0
-    last = {"steps": -1, "drawn_at": 0.0}
+    last = TickState()
     drawn = []
     # a run streaming 2 steps a second, polled every second for 12 s
     for tick in range(1, 13):
         now = 100.0 + tick
         if should_redraw(last, "running", new_run=False, new_data=True, now=now, redraw_s=redraw_s):
             drawn.append(tick)
-            last = {"steps": 2 * tick, "drawn_at": now}
+            last = TickState(steps=2 * tick, drawn_at=now)
     assert drawn[0] == 1  # the first points show at once
     assert all(b - a >= redraw_s for a, b in zip(drawn, drawn[1:])) and len(drawn) == 4
     # nothing new: nothing to draw, however long it has been
     assert not should_redraw(last, "running", new_run=False, new_data=False, now=1e6, redraw_s=redraw_s)
     # the last steps of a job that ended or paused are drawn at once
     for state in ("completed", "stopped", "failed", "paused"):
-        assert should_redraw(last, state, new_run=False, new_data=True, now=last["drawn_at"] + 0.1, redraw_s=redraw_s)
+        assert should_redraw(last, state, new_run=False, new_data=True, now=last.drawn_at + 0.1, redraw_s=redraw_s)
     # a new run replaces the old curves at once
-    assert should_redraw(last, "running", new_run=True, new_data=True, now=last["drawn_at"] + 0.1, redraw_s=redraw_s)
+    assert should_redraw(last, "running", new_run=True, new_data=True, now=last.drawn_at + 0.1, redraw_s=redraw_s)

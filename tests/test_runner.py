@@ -1,58 +1,91 @@
-"""The app's background job: start, pause, resume, stop, error capture, ownership, between-step requests."""
+"""The app's background job: start, pause, resume, stop, error capture, ownership, between-step
+requests through TrainingControl, and the rule that nothing under app/ reads the trainer."""
 
 from __future__ import annotations
 
+import ast
 import math
+import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from app.runner import JobBusyError, NotOwnerError, Runner, describe_exception
+from tnd_core import stats as stat
 from tnd_core.config import CustomPPOConfig
 from tnd_core.errors import TndError
-from tnd_core.events import CheckpointEvent, ErrorEvent, RolloutEvent, RolloutSample, StatusEvent, StepEvent
+from tnd_core.events import (
+    CheckpointEvent,
+    ErrorEvent,
+    RolloutEvent,
+    RolloutSample,
+    StatusEvent,
+    StepEvent,
+    TrainingModels,
+)
+
+APP_DIR = Path(__file__).resolve().parents[1] / "app"
 
 
-class ScriptedTrainer:
-    """Honours TrainingControl and emits events the way the trainer contract says, with a visible step."""
+@dataclass
+class FakeStudent:
+    """What a request sees of the scripted run's student: whether a step is under way, and how many ran."""
 
-    def __init__(self, config, callbacks=(), control=None, step_s=0.02, fail_at=None, error=None):
-        self.config, self.callbacks, self.control = config, list(callbacks), control
+    in_step: bool = False
+    updates: int = 0
+
+
+class ScriptedRun:
+    """A run function that follows the trainer's contract with TrainingControl and its subscribers:
+    attach the models at the start, emit a 'paused' status and wait while paused, serve requests
+    after every step, detach at the end; each step takes `step_s` with `student.in_step` set."""
+
+    def __init__(self, step_s=0.02, fail_at=None, error=None):
         self.step_s, self.fail_at, self.error = step_s, fail_at, error
-        self.in_step = False
-        self.updates = 0
+        self.student = FakeStudent()
+        self.attached = threading.Event()
 
-    def emit(self, event):
-        for callback in self.callbacks:
-            callback(event)
+    def __call__(self, config, callbacks=(), control=None) -> dict:
+        def emit(event):
+            for callback in callbacks:
+                callback(event)
 
-    def train(self):
         start = time.monotonic()
-        self.emit(StatusEvent(0, "started"))
-        step = 0
-        for step in range(1, self.config.steps + 1):
-            self.control.wait_while_paused()
-            if self.control.stop_requested:
-                step -= 1
-                break
-            self.in_step = True
-            time.sleep(self.step_s)
-            self.updates += 1
-            self.in_step = False
-            if step == self.fail_at:
-                self.emit(ErrorEvent(step, f"step {step} exploded", "RuntimeError", "Traceback: scripted"))
-                raise self.error or RuntimeError(f"step {step} exploded")
-            self.emit(StepEvent(step, self.config.steps, {"env/reward_mean": 0.1 * step, "objective/kl": 1.0}, time.monotonic() - start))
-            self.emit(RolloutEvent(step, [RolloutSample("the dog", " runs", 0.1 * step, " eats", 1.0)]))
-        path = f"{self.config.output_dir}/checkpoint-{step}"
-        self.emit(CheckpointEvent(step, path))
-        self.emit(StatusEvent(step, "stopped" if self.control.stop_requested else "completed"))
-
-
-def scripted(**kwargs):
-    return lambda config, callbacks=(), control=None: ScriptedTrainer(config, callbacks, control, **kwargs)
+        control.attach(TrainingModels(0, self.student))
+        self.attached.set()
+        try:
+            emit(StatusEvent(0, "started"))
+            step = 0
+            for step in range(1, config.steps + 1):
+                if control.paused:
+                    emit(StatusEvent(step - 1, "paused"))
+                    control.wait_while_paused()
+                    if not control.stop_requested:
+                        emit(StatusEvent(step - 1, "resumed"))
+                if control.stop_requested:
+                    step -= 1
+                    break
+                self.student.in_step = True
+                time.sleep(self.step_s)
+                self.student.updates += 1
+                self.student.in_step = False
+                if step == self.fail_at:
+                    emit(ErrorEvent(step, f"step {step} exploded", "RuntimeError", "Traceback: scripted"))
+                    raise self.error or RuntimeError(f"step {step} exploded")
+                stats = {stat.REWARD_MEAN: 0.1 * step, stat.KL: 1.0}
+                emit(StepEvent(step, config.steps, stats, time.monotonic() - start))
+                emit(RolloutEvent(step, [RolloutSample("the dog", " runs", 0.1 * step, " eats", 1.0)]))
+                control.serve(TrainingModels(step, self.student))
+            path = f"{config.output_dir}/checkpoint-{step}"
+            emit(CheckpointEvent(step, path))
+            state = "stopped" if control.stop_requested else "completed"
+            emit(StatusEvent(step, state))
+            return {"state": state, "step": step, "last_checkpoint": path, "stats": {}}
+        finally:
+            control.detach()
 
 
 def wait_for(predicate, timeout=10.0):
@@ -70,13 +103,13 @@ def config(tmp_path):
 
 
 def test_run_completes_and_keeps_metrics_and_log(config, tmp_path):
-    runner = Runner(trainer_factory=scripted())
+    runner = Runner(run_function=ScriptedRun())
     runner.start(config, "alice")
     assert runner.join(10)
     snap = runner.store.snapshot()
     assert snap.state == "completed"
     assert snap.steps == list(range(1, 31))
-    assert snap.stats["env/reward_mean"][-1] == pytest.approx(3.0)
+    assert snap.stats[stat.REWARD_MEAN][-1] == pytest.approx(3.0)
     assert snap.rollout[0].trial_score == pytest.approx(3.0)
     assert snap.checkpoint.endswith("checkpoint-30")
     assert snap.first_step_wall_s is not None and snap.first_step_wall_s < 5
@@ -86,7 +119,7 @@ def test_run_completes_and_keeps_metrics_and_log(config, tmp_path):
 
 
 def test_only_the_owner_controls_and_pause_resume_stop(config):
-    runner = Runner(trainer_factory=scripted(step_s=0.05))
+    runner = Runner(run_function=ScriptedRun(step_s=0.05))
     config = config.replace(steps=1000)
     runner.start(config, "alice")
     assert wait_for(lambda: runner.store.snapshot().step >= 2)
@@ -117,7 +150,7 @@ def test_only_the_owner_controls_and_pause_resume_stop(config):
 
 
 def test_stop_while_paused_ends_the_run(config):
-    runner = Runner(trainer_factory=scripted(step_s=0.02))
+    runner = Runner(run_function=ScriptedRun(step_s=0.02))
     runner.start(config.replace(steps=1000), "alice")
     assert wait_for(lambda: runner.store.snapshot().step >= 1)
     runner.pause("alice")
@@ -128,7 +161,7 @@ def test_stop_while_paused_ends_the_run(config):
 
 
 def test_training_error_is_captured_and_the_runner_starts_again(config):
-    runner = Runner(trainer_factory=scripted(fail_at=4))
+    runner = Runner(run_function=ScriptedRun(fail_at=4))
     runner.start(config, "alice")
     assert runner.join(10)
     snap = runner.store.snapshot()
@@ -137,16 +170,16 @@ def test_training_error_is_captured_and_the_runner_starts_again(config):
     assert snap.steps == [1, 2, 3]  # the metrics so far survive
     assert "Traceback" in snap.log_tail
 
-    runner = Runner(trainer_factory=scripted())
+    runner = Runner(run_function=ScriptedRun())
     runner.start(config.replace(steps=3), "alice")
     assert runner.join(10) and runner.store.state == "completed"
 
 
-def test_failure_while_building_the_trainer_is_reported(config):
+def test_failure_while_loading_the_models_is_reported(config):
     def broken(config, callbacks=(), control=None):
         raise TndError("teacher_name_or_path='nope' is invalid: must be a local model folder or a reachable hub id")
 
-    runner = Runner(trainer_factory=broken)
+    runner = Runner(run_function=broken)
     runner.start(config, "alice")
     assert runner.join(10)
     snap = runner.store.snapshot()
@@ -189,52 +222,188 @@ def test_store_keeps_a_long_run_cheap_and_aligned():
 
 
 def test_requests_run_between_steps_never_inside_one(config):
-    runner = Runner(trainer_factory=scripted(step_s=0.03))
+    run = ScriptedRun(step_s=0.03)
+    runner = Runner(run_function=run)
+    assert runner.call_between_steps(lambda models: models) is None  # no job yet: at once, without models
     runner.start(config.replace(steps=200), "alice")
-    assert wait_for(lambda: runner.trainer is not None and runner.store.snapshot().step >= 1)
-    seen = []
-    for _ in range(5):
-        seen.append(runner.run_between_steps(lambda t: (t.in_step, threading.current_thread().name)))
+    assert run.attached.wait(10) and wait_for(lambda: runner.store.snapshot().step >= 1)
+    seen = [runner.call_between_steps(lambda m: (m.student.in_step, threading.current_thread().name)) for _ in range(5)]
     assert all(not in_step for in_step, _ in seen)
     assert {name for _, name in seen} == {"tnd-train"}  # served by the training thread
 
     runner.pause("alice")
     assert wait_for(lambda: runner.store.state == "paused")
-    before = runner.trainer.updates
+    before = run.student.updates
     t0 = time.monotonic()
-    assert runner.run_between_steps(lambda t: t.updates) == before
+    assert runner.call_between_steps(lambda m: m.student.updates) == before
     assert time.monotonic() - t0 < 1.0  # served from the pause loop, not after a timeout
     runner.stop("alice")
     assert runner.join(10)
-    assert runner.run_between_steps(lambda t: t.updates) == runner.trainer.updates  # after the job: at once
+    last_step = runner.store.step
+    # after the job: at once, in the caller's thread, on the final models
+    assert runner.call_between_steps(lambda m: (m.step, threading.current_thread().name)) == (last_step, "MainThread")
 
 
-def test_request_times_out_when_a_step_takes_too_long(config):
-    runner = Runner(trainer_factory=scripted(step_s=2.0))
+def test_request_times_out_when_a_step_takes_too_long_and_then_never_runs(config):
+    run = ScriptedRun(step_s=2.0)
+    runner = Runner(run_function=run)
     runner.start(config.replace(steps=3), "alice")
-    assert wait_for(lambda: runner.trainer is not None and runner.trainer.in_step)
+    assert wait_for(lambda: run.student.in_step)
+    ran = []
     with pytest.raises(TndError, match="did not finish in time"):
-        runner.run_between_steps(lambda t: t.updates, timeout_s=0.3)
+        runner.call_between_steps(ran.append, timeout_s=0.3)
     runner.stop("alice")
     assert runner.join(10)
+    assert ran == []  # cancelled: the training thread skipped it
 
 
 def test_request_errors_reach_the_caller_not_the_training(config):
-    runner = Runner(trainer_factory=scripted(step_s=0.02))
+    run = ScriptedRun(step_s=0.02)
+    runner = Runner(run_function=run)
     runner.start(config.replace(steps=100), "alice")
-    assert wait_for(lambda: runner.trainer is not None)
+    assert run.attached.wait(10)
     with pytest.raises(ZeroDivisionError):
-        runner.run_between_steps(lambda t: 1 / 0)
+        runner.call_between_steps(lambda m: 1 / 0)
     assert runner.join(10)
     assert runner.store.state == "completed"
 
 
+def test_a_request_waiting_on_a_run_that_fails_is_still_answered(config):
+    attached, release = threading.Event(), threading.Event()
+
+    def attach_then_fail(config, callbacks=(), control=None):
+        control.attach(TrainingModels(7, FakeStudent()))
+        attached.set()
+        release.wait(10)
+        raise RuntimeError("lost the GPU")  # without detaching: the runner must not leave requests waiting
+
+    runner = Runner(run_function=attach_then_fail)
+    runner.start(config, "alice")
+    assert attached.wait(10)
+    answer = []
+    asking = threading.Thread(target=lambda: answer.append(runner.call_between_steps(lambda m: m.step, timeout_s=10)))
+    asking.start()
+    time.sleep(0.2)
+    assert answer == []  # waiting for the training thread
+    release.set()
+    asking.join(10)
+    assert runner.join(10) and runner.store.state == "failed"
+    assert answer == [7]
+
+
+# ---------------------------------------------------------------------- the app never reads the trainer
+def trainer_reads(source: str) -> list[str]:
+    """Attribute reads on a trainer in Python `source`: any `.trainer`, and attributes of names bound
+    to one (named `trainer`, or assigned from `build_trainer(...)` or `CustomPPOTrainer(...)`)."""
+    tree = ast.parse(source)
+    bound = {"trainer"}
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(node.value, ast.Call):
+            func = node.value.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if called in ("build_trainer", "CustomPPOTrainer"):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                bound |= {t.id for t in targets if isinstance(t, ast.Name)}
+    reads = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and (node.attr == "trainer" or (isinstance(node.value, ast.Name) and node.value.id in bound))
+    ]
+    return [f"line {node.lineno}: {ast.unparse(node)}" for node in sorted(reads, key=lambda node: node.lineno)]
+
+
+def test_the_trainer_scan_finds_reads_of_a_trainer():
+    assert trainer_reads("teacher = ctx.runner.trainer.teacher") == ["line 1: ctx.runner.trainer"]
+    assert trainer_reads("def work(trainer):\n    return trainer.student") == ["line 2: trainer.student"]
+    built = "t = build_trainer(config)\nt.train()\nx = t.reward_model"
+    assert trainer_reads(built) == ["line 2: t.train", "line 3: t.reward_model"]
+    assert trainer_reads("models.student.generate(ids)") == []
+
+
+def test_nothing_under_app_reads_an_attribute_of_the_trainer():
+    found = {str(path.relative_to(APP_DIR.parent)): trainer_reads(path.read_text()) for path in APP_DIR.glob("**/*.py")}
+    assert found and {path: reads for path, reads in found.items() if reads} == {}
+
+
+class SpyTrainer:
+    """Stands in for CustomPPOTrainer behind tnd_core.pipeline.run_training: serves TrainingModels of
+    tiny real models through the control, and records every attribute that code under app/ reads."""
+
+    def __init__(self, models: TrainingModels, control, callbacks, max_steps: int = 500):
+        self.reads_from_app: list[str] = []
+        self.models, self.control, self.callbacks, self.max_steps = models, control, list(callbacks), max_steps
+        self.accelerator = type("Accelerator", (), {"is_main_process": True})()
+
+    def __getattribute__(self, name):
+        caller = Path(sys._getframe(1).f_code.co_filename).resolve()
+        if caller.is_relative_to(APP_DIR):
+            object.__getattribute__(self, "reads_from_app").append(name)
+        return object.__getattribute__(self, name)
+
+    def train(self) -> dict:
+        control, models = self.control, self.models
+        control.attach(models)
+        step = 0
+        try:
+            while step < self.max_steps and not control.stop_requested:
+                time.sleep(0.01)
+                step += 1
+                for callback in self.callbacks:
+                    callback(StepEvent(step, self.max_steps, {stat.REWARD_MEAN: 0.0}, 0.01 * step))
+                control.serve(TrainingModels(step, models.student, models.teacher, models.reward_model))
+        finally:
+            control.detach()
+        return {"state": "stopped", "step": step, "last_checkpoint": None, "stats": {}}
+
+
+def test_the_app_runs_and_compares_without_touching_the_trainer(monkeypatch, tmp_path):
+    import tnd_core.pipeline
+    from app.context import AppContext, BundleManager
+    from app.services import run_compare, training_run_function
+    from tnd_core.models import RewardModel, StudentModel, TeacherModel
+    from tnd_tiny import make_classifier, make_lm, make_tokenizer
+
+    tok = make_tokenizer()
+    student, teacher = StudentModel(make_lm(tok, seed=1), tok), TeacherModel(make_lm(tok, seed=2), tok)
+    models = TrainingModels(0, student, teacher, RewardModel(make_classifier(tok, seed=3), tok))
+    spies: list[SpyTrainer] = []
+
+    def spy_trainer(config, callbacks=(), control=None):
+        spies.append(SpyTrainer(models, control, callbacks))
+        return spies[-1]
+
+    monkeypatch.setattr(tnd_core.pipeline, "build_trainer", spy_trainer)
+    runner = Runner()
+    ctx = AppContext(runner=runner, bundle=BundleManager())
+    runner.run_function = training_run_function(ctx.bundle, runner.store)  # what app.ui.make_context wires
+    config = CustomPPOConfig(
+        teacher_name_or_path="tiny/teacher",
+        student_name_or_path="tiny/student",
+        reward_model_name_or_path="tiny/reward",
+        dataset_name_or_path=str(tmp_path / "prompts.csv"),
+        max_new_tokens=4,
+        output_dir=str(tmp_path / "run"),
+    )
+    runner.start(config, "alice")
+    assert wait_for(lambda: runner.store.step >= 2)
+    result, who = run_compare(ctx, "w1 w2", config, seed=0)
+    assert who.startswith("student of the current run at step ") and int(who.split()[-1]) >= 2
+    assert isinstance(result.student.score, float)
+    runner.stop("alice")
+    assert runner.join(10) and runner.store.state == "stopped"
+    _, who = run_compare(ctx, "w1 w2", config, seed=0)  # after the run: the final models, at once
+    assert who == f"student of the current run at step {runner.store.step}"
+    assert len(spies) == 1 and spies[0].reads_from_app == []
+    assert not [value for value in vars(runner).values() if isinstance(value, SpyTrainer)]
+
+
 @pytest.mark.slow
 def test_real_run_on_the_tiny_bundle_learns_and_compares(tiny_bundle, tmp_path):
-    from app.compare_tab import run_compare
+    from app.services import run_compare
     from app.ui import make_context
 
-    ctx = make_context()  # the app's runner: bundle-aware factory around tnd_core.pipeline.build_trainer
+    ctx = make_context()  # the app's runner: the bundle-aware run function around tnd_core.pipeline.run_training
     steps = 6
     config = ctx.initial_config().replace(
         steps=steps, batch_size=8, mini_batch_size=4, ppo_epochs=2, max_new_tokens=8, learning_rate=3e-3,
@@ -245,7 +414,7 @@ def test_real_run_on_the_tiny_bundle_learns_and_compares(tiny_bundle, tmp_path):
     snap = ctx.runner.store.snapshot()
     assert snap.state == "completed", snap.error
     assert snap.steps == list(range(1, steps + 1))
-    kl = snap.stats["distill/teacher_student_kl"]
+    kl = snap.stats[stat.TEACHER_STUDENT_KL]
     assert (kl[-1] + kl[-2]) / 2 < 0.8 * kl[0], kl  # distillation pulls the student towards the teacher
     assert snap.rollout and snap.rollout[0].demo is not None
     assert snap.checkpoint and Path(snap.checkpoint).is_dir()
