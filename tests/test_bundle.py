@@ -208,4 +208,6 @@ def test_size_and_cache_root_come_from_arguments_then_environment(monkeypatch, t
 
 def test_bundle_paths_layout(tmp_path):
     paths = BundlePaths.under(tmp_path)
-    assert paths.config.name == "config.yaml" and paths.prompts.suffix == ".jsonl" and paths.manifest.name == "bundle.json"
+    assert (
+        paths.config.name == "config.yaml" and paths.prompts.suffix == ".jsonl" and paths.manifest.name == "bundle.json"
+    )

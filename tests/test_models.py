@@ -44,13 +44,17 @@ def test_student_round_trip_keeps_policy_and_value_head(tok, tmp_path):
 def test_student_has_no_dropout_and_keeps_last_logits(tok):
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=32, n_embd=16, n_layer=1, n_head=2, resid_pdrop=0.5))
+    model = GPT2LMHeadModel(
+        GPT2Config(vocab_size=len(tok), n_positions=32, n_embd=16, n_layer=1, n_head=2, resid_pdrop=0.5)
+    )
     student = StudentModel(model, tok).train()
     assert all(m.p == 0 for m in student.modules() if isinstance(m, torch.nn.Dropout))
     ids, mask = _ids(tok, "w1 w2 w3 w4")
     full_logits, full_values = student(ids, mask)
     last_logits, last_values = student(ids, mask, logits_to_keep=2)
-    assert torch.allclose(full_logits[:, -2:], last_logits, atol=1e-6) and torch.allclose(full_values[:, -2:], last_values, atol=1e-6)
+    assert torch.allclose(full_logits[:, -2:], last_logits, atol=1e-6) and torch.allclose(
+        full_values[:, -2:], last_values, atol=1e-6
+    )
     assert torch.allclose(student.get_student_logits(ids, mask), full_logits, atol=1e-6)
 
 
@@ -63,7 +67,9 @@ def test_teacher_loads_frozen_and_stays_in_eval(tok, tmp_path):
     teacher.train()
     assert not teacher.model.training
     ids, mask = _ids(tok, "w3 w4")
-    assert torch.allclose(teacher.get_teacher_logits(ids, mask), lm(input_ids=ids, attention_mask=mask).logits, atol=1e-6)
+    assert torch.allclose(
+        teacher.get_teacher_logits(ids, mask), lm(input_ids=ids, attention_mask=mask).logits, atol=1e-6
+    )
     out = teacher.generate(ids, mask, max_new_tokens=3, do_sample=False, pad_token_id=tok.pad_token_id)
     assert out.shape[1] <= ids.shape[1] + 3
 
@@ -87,7 +93,12 @@ def test_reward_model_must_have_one_output(tok):
 
 
 @pytest.mark.parametrize(
-    "loader, field", [(load_teacher, "teacher_name_or_path"), (load_student, "student_name_or_path"), (load_reward_model, "reward_model_name_or_path")]
+    "loader, field",
+    [
+        (load_teacher, "teacher_name_or_path"),
+        (load_student, "student_name_or_path"),
+        (load_reward_model, "reward_model_name_or_path"),
+    ],
 )
 def test_missing_model_names_the_field(loader, field, tmp_path):
     with pytest.raises(ConfigError) as err:
@@ -131,7 +142,9 @@ def test_plain_transformers_models_are_wrapped(tok):
     assert isinstance(as_reward_model(make_classifier(tok), tok), RewardModel)
 
 
-@pytest.mark.parametrize("wrap, name", [(as_teacher, "teacher"), (as_student, "student"), (as_reward_model, "reward_model")])
+@pytest.mark.parametrize(
+    "wrap, name", [(as_teacher, "teacher"), (as_student, "student"), (as_reward_model, "reward_model")]
+)
 def test_objects_of_the_wrong_kind_are_rejected_by_name(wrap, name):
     with pytest.raises(TndError, match=f"^{name}:"):
         wrap(object())

@@ -18,7 +18,7 @@ def _jsonl(path, rows):
 
 
 def test_csv_jsonl_json_and_txt_give_the_same_prompts(tmp_path):
-    texts = ["the dog", "where are", "a, quoted \"one\""]
+    texts = ["the dog", "where are", 'a, quoted "one"']
     pd.DataFrame({"id": [1, 2, 3], "question": texts}).to_csv(tmp_path / "p.csv", index=False)
     _jsonl(tmp_path / "p.jsonl", [{"question": t, "n": i} for i, t in enumerate(texts)])
     (tmp_path / "p.json").write_text(json.dumps([{"question": t} for t in texts]))
@@ -29,7 +29,9 @@ def test_csv_jsonl_json_and_txt_give_the_same_prompts(tmp_path):
 
 
 def test_empty_cells_are_skipped_and_non_text_values_become_text(tmp_path):
-    _jsonl(tmp_path / "p.jsonl", [{"prompt": "the cat"}, {"prompt": ""}, {"prompt": None}, {"prompt": 7}, {"other": "x"}])
+    _jsonl(
+        tmp_path / "p.jsonl", [{"prompt": "the cat"}, {"prompt": ""}, {"prompt": None}, {"prompt": 7}, {"other": "x"}]
+    )
     assert load_prompts(str(tmp_path / "p.jsonl")) == ["the cat", "7"]
 
 

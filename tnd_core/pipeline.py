@@ -65,9 +65,7 @@ def load_components(config: CustomPPOConfig) -> Components:
         return _load_components(config, resolve_sources(config))
 
 
-def load_models(
-    config: CustomPPOConfig, progress: Callable[[float, str], None] | None = None
-) -> tuple[Any, Any, Any]:
+def load_models(config: CustomPPOConfig, progress: Callable[[float, str], None] | None = None) -> tuple[Any, Any, Any]:
     """(teacher, student, reward_model) of a config, all three, outside a run (for comparing models).
 
     Resolves the sources like a run does; a source naming the bundle builds it first if it is missing,

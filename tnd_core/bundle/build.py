@@ -111,9 +111,7 @@ def _as_bundle_error(exc: OSError, base: Path, spec: BundleSpec) -> BundleError:
             f"{exc.strerror or exc}. Free some space or choose another folder. {hint}"
         )
     if exc.errno in _ACCESS_ERRNOS:
-        return BundleError(
-            f"cannot write the bundle to {base}: {exc.strerror or exc} ({exc.filename or base}). {hint}"
-        )
+        return BundleError(f"cannot write the bundle to {base}: {exc.strerror or exc} ({exc.filename or base}). {hint}")
     return BundleError(f"could not build the bundle in {base}: {exc}. {hint}")
 
 

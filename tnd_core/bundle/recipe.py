@@ -69,7 +69,6 @@ def _quiet(trainer: Any) -> Any:
     return trainer
 
 
-
 # ---------------------------------------------------------------------- build stages
 def _write_jsonl(path: Path, rows: list[dict[str, str]]) -> None:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -267,25 +266,44 @@ def build_into(paths: BundlePaths, size: str, spec: BundleSpec, progress: BuildP
     # Start the regressor at the mean stage so its few steps go into telling stages apart, not into the offset.
     stage_model.classifier.bias.data.fill_(sum(stage_data["label"]) / len(stage_data))
     stage_config = RewardTrainingConfig(
-        mode="regression", output_dir=str(paths.reward_stage), eval_fraction=0.15, epochs=spec.stage_epochs,
-        learning_rate=1e-3, batch_size=32, max_length=spec.teacher.n_positions, seed=SEEDS["stage"],
+        mode="regression",
+        output_dir=str(paths.reward_stage),
+        eval_fraction=0.15,
+        epochs=spec.stage_epochs,
+        learning_rate=1e-3,
+        batch_size=32,
+        max_length=spec.teacher.n_positions,
+        seed=SEEDS["stage"],
     )
     stage = train_reward_model(
-        stage_config, model=stage_model, tokenizer=tokenizer, data=stage_data,
-        callbacks=_trainer_callbacks(progress), show_progress=False,
+        stage_config,
+        model=stage_model,
+        tokenizer=tokenizer,
+        data=stage_data,
+        callbacks=_trainer_callbacks(progress),
+        show_progress=False,
     )
     timed("reward_stage")
 
     progress.stage(0.8, 0.97, "training the grammar reward model (pairwise, TRL RewardTrainer)")
     eval_texts = {json.loads(line)["text"] for line in paths.eval.read_text().splitlines()}
     grammar_config = RewardTrainingConfig(
-        mode="pairwise", output_dir=str(paths.reward_grammar), eval_fraction=0.15, epochs=spec.grammar_epochs,
-        learning_rate=spec.grammar_learning_rate, batch_size=32, max_length=spec.teacher.n_positions,
+        mode="pairwise",
+        output_dir=str(paths.reward_grammar),
+        eval_fraction=0.15,
+        epochs=spec.grammar_epochs,
+        learning_rate=spec.grammar_learning_rate,
+        batch_size=32,
+        max_length=spec.teacher.n_positions,
         seed=SEEDS["grammar"],
     )
     grammar = train_reward_model(
-        grammar_config, model=_grammar_model(paths, spec, tokenizer), tokenizer=tokenizer,
-        data=_grammar_pairs(spec, eval_texts), callbacks=_trainer_callbacks(progress), show_progress=False,
+        grammar_config,
+        model=_grammar_model(paths, spec, tokenizer),
+        tokenizer=tokenizer,
+        data=_grammar_pairs(spec, eval_texts),
+        callbacks=_trainer_callbacks(progress),
+        show_progress=False,
     )
     timed("reward_grammar")
 

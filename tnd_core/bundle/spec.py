@@ -122,7 +122,6 @@ SIZES: dict[str, BundleSpec] = {
 }
 
 
-
 @dataclass(frozen=True)
 class BundlePaths:
     """Where each part of a built bundle lives."""
@@ -179,4 +178,3 @@ def resolve_size(size: str | None = None) -> str:
 def bundle_root(size: str | None = None, cache_dir: str | Path | None = None) -> Path:
     """The folder a bundle of this size lives in under the cache root."""
     return cache_root(cache_dir) / f"bundle-{resolve_size(size)}"
-

@@ -41,8 +41,7 @@ def _read_jsonl(path: Path, limit: int | None) -> pd.DataFrame:
                 raise TndError(f"{path}: line {number} is not valid JSON ({exc.msg}): {line.strip()[:80]!r}") from None
             if not isinstance(row, dict):
                 raise TndError(
-                    f"{path}: line {number} must be a JSON object like {{\"prompt\": \"...\"}}, "
-                    f"got {type(row).__name__}"
+                    f'{path}: line {number} must be a JSON object like {{"prompt": "..."}}, got {type(row).__name__}'
                 )
             rows.append(row)
             if limit is not None and len(rows) >= limit:
