@@ -148,7 +148,8 @@ def load_models(ctx: AppContext, config: CustomPPOConfig, progress: Callable[...
     `ctx.models`. Waits for the app's bundle when a model comes from it, so it is never built twice;
     `progress(fraction, desc=...)` (Gradio's) hears of each model."""
     options = model_options(config)
-    if any(is_bundle(value) for value in options.values()):
+    # resolving the config's sources touches the bundle whenever any of them (prompts too) names it
+    if uses_bundle(config):
         ctx.bundle.wait()
     tell = None if progress is None else (lambda fraction, message: progress(fraction, desc=message))
     teacher, student, reward_model = pipeline.load_models(config, progress=tell)
