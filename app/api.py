@@ -11,11 +11,10 @@ from typing import Any
 import gradio as gr
 import yaml
 
-from tnd_core.errors import ConfigError, TndError
-
 from app.context import AppContext
 from app.runner import describe_exception
 from app.services import run_compare
+from tnd_core.errors import ConfigError, TndError
 
 
 def _finite(value: float) -> float | None:

@@ -11,12 +11,11 @@ from typing import Any
 
 import gradio as gr
 
-from tnd_core.config import CustomPPOConfig, specs_tagged
-
 from app.context import AppContext
 from app.forms import Form, parse_form
 from app.runner import describe_exception
 from app.services import eval_prompts, run_compare
+from tnd_core.config import CustomPPOConfig, specs_tagged
 
 
 def highlight(tokens: list[tuple[str, float]]) -> list[tuple[str, float]]:
@@ -44,7 +43,9 @@ def build(ctx: AppContext, form: Form) -> None:
         with gr.Column():
             student_score = gr.Markdown("### Student", elem_id="compare-student-score")
             student_text = gr.Textbox(label="Student", lines=3, interactive=False, elem_id="compare-student")
-    tokens = gr.HighlightedText(label="Student tokens, coloured by KL(teacher || student)", show_legend=False, elem_id="compare-kl")
+    tokens = gr.HighlightedText(
+        label="Student tokens, coloured by KL(teacher || student)", show_legend=False, elem_id="compare-kl"
+    )
 
     pick.focus(lambda: gr.update(choices=eval_prompts(ctx)), outputs=pick, queue=False)
     pick.change(lambda p: p or gr.skip(), inputs=pick, outputs=prompt, queue=False)

@@ -7,12 +7,11 @@ from typing import Any
 
 import gradio as gr
 
-from tnd_core.config import GROUPS, CustomPPOConfig
-from tnd_core.errors import TndError
-
 from app.context import AppContext
 from app.forms import Form, control_updates, errors_markdown
 from app.services import CONFIG_FILE, list_presets, load_preset, save_preset, write_config_file
+from tnd_core.config import GROUPS, CustomPPOConfig
+from tnd_core.errors import TndError
 
 
 def reproduce_commands(config_file: str = CONFIG_FILE) -> str:
@@ -68,8 +67,18 @@ def build(ctx: AppContext, form: Form, config: CustomPPOConfig, saved_values: gr
     def fill(cfg: CustomPPOConfig, message: str) -> list[Any]:
         return [message, *form.fill(cfg)]
 
-    recommended.click(lambda: fill(ctx.initial_config(), "Loaded the bundle's recommended values." if ctx.bundle.ready else "The bundle is not ready yet: loaded the library defaults."), outputs=[preset_status, *form.components])
-    defaults.click(lambda: fill(CustomPPOConfig(), "Loaded the library defaults."), outputs=[preset_status, *form.components])
+    recommended.click(
+        lambda: fill(
+            ctx.initial_config(),
+            "Loaded the bundle's recommended values."
+            if ctx.bundle.ready
+            else "The bundle is not ready yet: loaded the library defaults.",
+        ),
+        outputs=[preset_status, *form.components],
+    )
+    defaults.click(
+        lambda: fill(CustomPPOConfig(), "Loaded the library defaults."), outputs=[preset_status, *form.components]
+    )
 
     def on_upload(file: Any) -> list[Any]:
         try:

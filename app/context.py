@@ -17,10 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.runner import Runner
 from tnd_core.config import CustomPPOConfig
 from tnd_core.errors import ConfigError, TndError
-
-from app.runner import Runner
 
 log = logging.getLogger(__name__)
 

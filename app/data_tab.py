@@ -7,14 +7,13 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from tnd_core.config import CustomPPOConfig
-from tnd_core.data.prompts import TABLE_SUFFIXES, load_prompts, preview_table
-from tnd_core.sources import is_bundle
-
 from app.context import AppContext
 from app.forms import Form
 from app.runner import describe_exception
 from app.services import MAX_UPLOAD_MB, keep_upload, prompts_table
+from tnd_core.config import CustomPPOConfig
+from tnd_core.data.prompts import TABLE_SUFFIXES, load_prompts, preview_table
+from tnd_core.sources import is_bundle
 
 PREVIEW_ROWS = 8
 SOURCES = ("bundle", "hub dataset", "uploaded file")
@@ -28,7 +27,12 @@ def preview(ctx: AppContext, source: str, column: str | None) -> tuple[list[str]
     path = prompts_table(ctx, source)
     if path is None:
         prompts = load_prompts(source, column or "prompt")
-        return [column or "prompt"], pd.DataFrame({column or "prompt": prompts[:PREVIEW_ROWS]}), len(prompts), column or "prompt"
+        return (
+            [column or "prompt"],
+            pd.DataFrame({column or "prompt": prompts[:PREVIEW_ROWS]}),
+            len(prompts),
+            column or "prompt",
+        )
     rows = preview_table(path, PREVIEW_ROWS)
     names = [str(c) for c in rows.columns]
     if column is None:
@@ -43,7 +47,9 @@ def build(ctx: AppContext, form: Form, config: CustomPPOConfig) -> None:
         f"CSV/JSONL file (up to {MAX_UPLOAD_MB} MB) works too. Pick the column that holds the prompt text."
     )
     kind = gr.Radio(list(SOURCES), value="bundle", label="Source", elem_id="data-source")
-    upload = gr.File(label="CSV, JSONL, JSON or TXT file", file_types=list(TABLE_SUFFIXES), visible=False, elem_id="data-upload")
+    upload = gr.File(
+        label="CSV, JSONL, JSON or TXT file", file_types=list(TABLE_SUFFIXES), visible=False, elem_id="data-upload"
+    )
     controls = form.add_group("data", config)
     columns = gr.Dropdown(choices=[], label="Columns found", interactive=True, elem_id="data-columns")
     show = gr.Button("Preview", elem_id="data-preview-btn")
@@ -76,8 +82,16 @@ def build(ctx: AppContext, form: Form, config: CustomPPOConfig) -> None:
             names, rows, count, col = preview(ctx, str(kept), None)
         except Exception as exc:  # a malformed file is reported in words
             return gr.skip(), gr.skip(), gr.skip(), f"❌ {describe_exception(exc)}", None
-        return str(kept), col, gr.update(choices=names, value=col), f"✅ {kept.name}: {count} prompts from column **{col}**.", rows
+        return (
+            str(kept),
+            col,
+            gr.update(choices=names, value=col),
+            f"✅ {kept.name}: {count} prompts from column **{col}**.",
+            rows,
+        )
 
     upload.upload(on_upload, inputs=upload, outputs=[source, column, columns, status, table], api_name="upload_prompts")
-    columns.input(lambda c: c, inputs=columns, outputs=column, queue=False).then(show_preview, inputs=[source, column], outputs=[columns, status, table])
+    columns.input(lambda c: c, inputs=columns, outputs=column, queue=False).then(
+        show_preview, inputs=[source, column], outputs=[columns, status, table]
+    )
     show.click(show_preview, inputs=[source, column], outputs=[columns, status, table], api_name="preview_prompts")

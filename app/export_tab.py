@@ -14,12 +14,11 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from tnd_core.errors import ConfigError, TndError
-
 from app.context import AppContext
 from app.forms import Form, errors_markdown
 from app.runner import Snapshot
 from app.services import CONFIG_FILE, write_config_file
+from tnd_core.errors import ConfigError, TndError
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -75,7 +74,9 @@ def push_to_hub(folder: Path, repo_id: str, token: str, private: bool) -> str:
     api = HfApi(token=token)
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model", commit_message="Upload TnD Studio checkpoint")
+        api.upload_folder(
+            folder_path=str(folder), repo_id=repo_id, repo_type="model", commit_message="Upload TnD Studio checkpoint"
+        )
     except Exception as exc:  # network, auth and offline errors become words, without the token
         raise TndError(redact(f"Push to {repo_id} failed: {type(exc).__name__}: {exc}", token)) from None
     return str(url)
@@ -131,4 +132,6 @@ def build(ctx: AppContext, form: Form) -> None:
     csv_button.click(on_csv, outputs=[files, message])
     yaml_button.click(on_yaml, inputs=form.components, outputs=[files, message])
     # the token box is cleared after each push so the secret does not linger in the page
-    push.click(on_push, inputs=[repo_id, token, private, output_dir], outputs=[push_message, token], api_visibility="private")
+    push.click(
+        on_push, inputs=[repo_id, token, private, output_dir], outputs=[push_message, token], api_visibility="private"
+    )

@@ -7,12 +7,11 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from tnd_core.config import CustomPPOConfig
-
 from app.context import AppContext, LoadedModels, device_name
 from app.forms import Form
 from app.runner import describe_exception
 from app.services import load_models
+from tnd_core.config import CustomPPOConfig
 
 COLUMNS = ["role", "source", "parameters", "device", "dtype"]
 
@@ -59,7 +58,9 @@ def build(ctx: AppContext, form: Form, config: CustomPPOConfig) -> None:
         stop = gr.Timer(active=False) if settled else gr.skip()
         return (gr.skip(), gr.skip(), stop) if line == last else (line, line, stop)
 
-    bundle_timer.tick(bundle_tick, inputs=shown, outputs=[bundle_line, shown, bundle_timer], show_progress="hidden", queue=False)
+    bundle_timer.tick(
+        bundle_tick, inputs=shown, outputs=[bundle_line, shown, bundle_timer], show_progress="hidden", queue=False
+    )
 
     def on_load(progress: gr.Progress = gr.Progress(), *values: Any) -> tuple[str, pd.DataFrame]:  # noqa: B008 (Gradio's idiom)
         try:

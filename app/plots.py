@@ -73,7 +73,9 @@ def _empty(title: str, yaxis: str) -> go.Figure:
     return fig
 
 
-def _add_lines(fig: go.Figure, steps: Sequence[int], stats: dict[str, Sequence[float]], names: dict[str, str], yaxis: str = "y") -> None:
+def _add_lines(
+    fig: go.Figure, steps: Sequence[int], stats: dict[str, Sequence[float]], names: dict[str, str], yaxis: str = "y"
+) -> None:
     for key, label in names.items():
         if key in stats:
             x, y = decimate(steps, stats[key])
@@ -94,18 +96,46 @@ def reward_figure(steps: Sequence[int], stats: dict[str, Sequence[float]]) -> go
     return fig
 
 
-def kl_figure(steps: Sequence[int], stats: dict[str, Sequence[float]], target: float | None, adaptive: bool) -> go.Figure:
+def kl_figure(
+    steps: Sequence[int], stats: dict[str, Sequence[float]], target: float | None, adaptive: bool
+) -> go.Figure:
     """KL of the penalty and teacher→student KL, the controller's target band, and beta on a right axis."""
     fig = _empty("KL", "KL (nats)")
     _add_lines(fig, steps, stats, KL_STATS)
     _add_lines(fig, steps, stats, {stat.KL_COEF: "KL coef (beta)"}, yaxis="y2")
     _right_axis(fig, "beta")
     if target:
-        shapes = [dict(type="line", xref="paper", x0=0, x1=1, y0=target, y1=target, line=dict(color="green", dash="dash"))]
+        shapes = [
+            dict(type="line", xref="paper", x0=0, x1=1, y0=target, y1=target, line=dict(color="green", dash="dash"))
+        ]
         if adaptive:
-            band = dict(type="rect", xref="paper", x0=0, x1=1, y0=target * KL_BAND[0], y1=target * KL_BAND[1], fillcolor="green", opacity=0.12, line_width=0, layer="below")
+            band = dict(
+                type="rect",
+                xref="paper",
+                x0=0,
+                x1=1,
+                y0=target * KL_BAND[0],
+                y1=target * KL_BAND[1],
+                fillcolor="green",
+                opacity=0.12,
+                line_width=0,
+                layer="below",
+            )
             shapes.insert(0, band)
-        fig.update_layout(shapes=shapes, annotations=[dict(xref="paper", x=1, y=target, text=f"target {target:g}", showarrow=False, yanchor="bottom", xanchor="right")])
+        fig.update_layout(
+            shapes=shapes,
+            annotations=[
+                dict(
+                    xref="paper",
+                    x=1,
+                    y=target,
+                    text=f"target {target:g}",
+                    showarrow=False,
+                    yanchor="bottom",
+                    xanchor="right",
+                )
+            ],
+        )
     return fig
 
 
@@ -165,9 +195,13 @@ def health_warnings(stats: dict[str, Sequence[float]], target: float | None, win
     if kl:
         recent = float(np.mean(kl[-window:]))
         if target and recent > 3 * target:
-            warnings.append(f"KL is blowing up: {recent:.3g} vs target {target:g}. Lower the learning rate or raise init_kl_coef.")
+            warnings.append(
+                f"KL is blowing up: {recent:.3g} vs target {target:g}. Lower the learning rate or raise init_kl_coef."
+            )
         if recent < -0.1:
-            warnings.append(f"KL is negative ({recent:.3g}): trials are probably not sampled (check do_sample, top_k, top_p).")
+            warnings.append(
+                f"KL is negative ({recent:.3g}): trials are probably not sampled (check do_sample, top_k, top_p)."
+            )
     reward_first = _window_mean(stats.get(stat.REWARD_MEAN, []), True, window)
     reward_last = _window_mean(stats.get(stat.REWARD_MEAN, []), False, window)
     if reward_last > reward_first:

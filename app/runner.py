@@ -322,7 +322,9 @@ class Runner:
         if not self.running:
             raise TndError("No training job is running.")
         if not self.is_owner(token):
-            raise NotOwnerError("Only the session that started this job can control it; this session is watching read-only.")
+            raise NotOwnerError(
+                "Only the session that started this job can control it; this session is watching read-only."
+            )
         return self._control
 
     def pause(self, token: str | None) -> None:

@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from app.context import AppContext, BundleManager, LoadedModels, device_name
+from app.runner import RunFunction, RunStore
 from tnd_core import pipeline
 from tnd_core.cache import cache_root
 from tnd_core.config import CustomPPOConfig, specs_tagged
@@ -22,9 +24,6 @@ from tnd_core.data.prompts import TABLE_SUFFIXES
 from tnd_core.errors import ConfigError
 from tnd_core.events import Subscriber, TrainingControl, TrainingModels
 from tnd_core.sources import is_bundle, uses_bundle
-
-from app.context import AppContext, BundleManager, LoadedModels, device_name
-from app.runner import RunFunction, RunStore
 
 if TYPE_CHECKING:
     from tnd_core.evaluation.compare import CompareResult

@@ -18,12 +18,11 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from tnd_core.errors import TndError
-
 from app import plots
 from app.context import AppContext
 from app.forms import Form, errors_markdown
 from app.runner import TERMINAL_STATES, Snapshot
+from tnd_core.errors import TndError
 
 ROLLOUT_COLUMNS = ["prompt", "student trial", "trial score", "teacher demo", "demo score"]
 LEGEND = "Reward: higher is better. KL: the penalty's KL should stay in the green band around its target; teacher→student KL should fall."
@@ -69,7 +68,13 @@ def status_markdown(snap: Snapshot) -> str:
 def rollout_frame(snap: Snapshot) -> pd.DataFrame:
     """prompt | student trial | trial score | teacher demo | demo score of the latest rollout."""
     rows = [
-        [s.prompt, s.trial, round(s.trial_score, 4), s.demo or "", None if s.demo_score is None else round(s.demo_score, 4)]
+        [
+            s.prompt,
+            s.trial,
+            round(s.trial_score, 4),
+            s.demo or "",
+            None if s.demo_score is None else round(s.demo_score, 4),
+        ]
         for s in snap.rollout
     ]
     return pd.DataFrame(rows, columns=ROLLOUT_COLUMNS)
@@ -237,7 +242,11 @@ def build(ctx: AppContext, form: Form, owner: gr.BrowserState, check_summary: gr
         outputs: list[Any] = [shown, *changed]
         if not redraw:
             # an error or a stop can arrive without new steps: its last log lines still show
-            return outputs + [snap.log_tail if is_settled(snap.state) else gr.skip()] + [gr.skip()] * (len(heavy_outputs) - 1)
+            return (
+                outputs
+                + [snap.log_tail if is_settled(snap.state) else gr.skip()]
+                + [gr.skip()] * (len(heavy_outputs) - 1)
+            )
         outputs += [snap.log_tail, rollout_frame(snap), eval_frame(snap)]
         figs = cache.get(snap)
         outputs += figs[:4] if new_steps else [gr.skip()] * 4
@@ -247,14 +256,20 @@ def build(ctx: AppContext, form: Form, owner: gr.BrowserState, check_summary: gr
         outputs.append(gr.update(open=True) if first_eval else gr.skip())
         return outputs
 
-    timer.tick(tick, inputs=[owner, seen], outputs=[seen, *light_outputs, *heavy_outputs], show_progress="hidden", queue=False)
+    timer.tick(
+        tick, inputs=[owner, seen], outputs=[seen, *light_outputs, *heavy_outputs], show_progress="hidden", queue=False
+    )
 
     def on_start(token: str | None, request: gr.Request, *values: Any) -> tuple[str, Any, str]:
         # a click that beats the page's load event has no token yet: the session's becomes the browser's
         token = ctx.owner_token(token, request.session_hash)
         cfg, errors = form.read(values)
         if cfg is None:  # the fields already show their problems: the Config tab checks as the user types
-            return f"❌ The config has problems (see the Config tab):\n{errors_markdown(errors)}", errors_markdown(errors), token
+            return (
+                f"❌ The config has problems (see the Config tab):\n{errors_markdown(errors)}",
+                errors_markdown(errors),
+                token,
+            )
         try:
             ctx.runner.start(cfg, token)
         except TndError as exc:
@@ -269,7 +284,11 @@ def build(ctx: AppContext, form: Form, owner: gr.BrowserState, check_summary: gr
                 getattr(ctx.runner, action)(token)
             except TndError as exc:
                 return f"❌ {exc}"
-            return {"pause": "Pausing after the current step…", "resume": "Resumed.", "stop": "Stopping after the current step; saving a checkpoint…"}[action]
+            return {
+                "pause": "Pausing after the current step…",
+                "resume": "Resumed.",
+                "stop": "Stopping after the current step; saving a checkpoint…",
+            }[action]
 
         return handler
 

@@ -7,13 +7,12 @@ from typing import Any
 
 import gradio as gr
 
-from tnd_core.config import CustomPPOConfig
-
 from app import api, compare_tab, config_tab, data_tab, export_tab, models_tab, train_tab
 from app.context import AppContext, BundleManager, on_space
 from app.forms import Form, config_from_form
 from app.runner import Runner
 from app.services import training_run_function
+from tnd_core.config import CustomPPOConfig
 
 CSS = """
 .tnd-invalid { border-left: 3px solid #dc2626 !important; }

@@ -40,7 +40,9 @@ def running_app(workdir: Path, timeout_s: float = 180.0) -> Iterator[str]:
     log_path = workdir / "app.log"
     url = f"http://127.0.0.1:{port}/"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, str(REPO / "app.py")], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, str(REPO / "app.py")], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
         try:
             deadline = time.monotonic() + timeout_s
             while True:
@@ -51,7 +53,9 @@ def running_app(workdir: Path, timeout_s: float = 180.0) -> Iterator[str]:
                         break
                 except OSError:
                     if time.monotonic() > deadline:
-                        raise RuntimeError(f"app.py did not answer within {timeout_s:g} s:\n{log_path.read_text()[-3000:]}") from None
+                        raise RuntimeError(
+                            f"app.py did not answer within {timeout_s:g} s:\n{log_path.read_text()[-3000:]}"
+                        ) from None
                     time.sleep(0.5)
             yield url
         finally:

@@ -138,6 +138,7 @@ def refresh_page(out_dir: str | Path, name: str) -> bool:
 
 def table(header: list[str], rows: list[list[Any]]) -> str:
     """A markdown table; floats keep 3 significant digits."""
+
     def cell(v: Any) -> str:
         if isinstance(v, float):
             return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
@@ -155,4 +156,3 @@ if __name__ == "__main__":
     for report in sorted(folder.glob("bench_*.md")):
         name = report.stem.removeprefix("bench_")
         print(f"{name}: {'refreshed' if refresh_page(folder, name) else 'no section in BENCHMARKS.md'}")
-

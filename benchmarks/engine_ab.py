@@ -60,7 +60,9 @@ def _worktree(base: str) -> Path:
     return path
 
 
-def _run(tree: Path, models: str, distill: bool, steps: int, seed: int, work: dict[str, int], threads: int) -> list[float]:
+def _run(
+    tree: Path, models: str, distill: bool, steps: int, seed: int, work: dict[str, int], threads: int
+) -> list[float]:
     env = {**os.environ, "PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1"}
     args = [models, "1" if distill else "0", str(steps), str(seed), json.dumps(work), str(threads)]
     proc = subprocess.run([sys.executable, "-c", WORKER, *args], cwd=tree, env=env, capture_output=True, text=True)
@@ -93,7 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         models = build_models(scratch)
         (scratch / "prompts.json").write_text(json.dumps(list(models.prompts)))
         trees = {"working tree": REPO, f"base {args.base}": base_tree}
-        data: dict[str, Any] = {"machine": machine(), "command": command_line("benchmarks.engine_ab", argv), "work": work}
+        data: dict[str, Any] = {
+            "machine": machine(),
+            "command": command_line("benchmarks.engine_ab", argv),
+            "work": work,
+        }
         for distill in (False, True):
             rounds = []
             for rep in range(args.reps):
@@ -117,20 +123,28 @@ def main(argv: list[str] | None = None) -> int:
         res = data[scenario]
         rates = list(res["samples_per_s"].values())
         ratio = res["working_over_base"]
-        rows.append([scenario, f"{rates[0]['median']:.2f}", f"{rates[1]['median']:.2f}",
-                     f"**{ratio['median']:.3f}** ({ratio['min']:.3f}-{ratio['max']:.3f})"])
-    markdown = "\n".join([
-        "# Engine A/B: the working tree against an earlier commit",
-        "",
-        f"`{data['command']}`",
-        "",
-        machine_line(data["machine"]),
-        "",
-        f"Work per step: {work}. Median samples/s over {args.reps} interleaved rounds; the ratio is paired per round.",
-        "",
-        table(["scenario", "working tree", f"base {args.base}", "working / base (range)"], rows),
-        "",
-    ])
+        rows.append(
+            [
+                scenario,
+                f"{rates[0]['median']:.2f}",
+                f"{rates[1]['median']:.2f}",
+                f"**{ratio['median']:.3f}** ({ratio['min']:.3f}-{ratio['max']:.3f})",
+            ]
+        )
+    markdown = "\n".join(
+        [
+            "# Engine A/B: the working tree against an earlier commit",
+            "",
+            f"`{data['command']}`",
+            "",
+            machine_line(data["machine"]),
+            "",
+            f"Work per step: {work}. Median samples/s over {args.reps} interleaved rounds; the ratio is paired per round.",
+            "",
+            table(["scenario", "working tree", f"base {args.base}", "working / base (range)"], rows),
+            "",
+        ]
+    )
     write_report(args.out_dir, "engine_ab", markdown, data)
     print(markdown)
     return 0

@@ -43,7 +43,16 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from benchmarks.common import DOCS, command_line, machine, machine_line, quiet_libraries, set_threads, table, write_report
+from benchmarks.common import (
+    DOCS,
+    command_line,
+    machine,
+    machine_line,
+    quiet_libraries,
+    set_threads,
+    table,
+    write_report,
+)
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "clm": {"clm_per_step": 1, "ppo_per_step": 0, "use_teacher_demos": False, "distill_coef": 0.0},
@@ -61,7 +70,15 @@ LABELS = {
 }
 # As in the paper: no KL penalty in any variant (the teacher still serves as the reference for the KL
 # statistic). Runs end at a token budget, not a step count, so the learning rate stays constant.
-COMMON = {"init_kl_coef": 0.0, "adap_kl_ctrl": False, "save_steps": 0, "eval_steps": 0, "logging_steps": 1, "patience": 0, "scheduler_name": "constant"}
+COMMON = {
+    "init_kl_coef": 0.0,
+    "adap_kl_ctrl": False,
+    "save_steps": 0,
+    "eval_steps": 0,
+    "logging_steps": 1,
+    "patience": 0,
+    "scheduler_name": "constant",
+}
 METRICS = {
     "eval/grammaticality": ("grammaticality", "up"),
     "eval/words_acquired": ("words acquired", "up"),
@@ -97,7 +114,16 @@ class Setup:
         self.evaluator = bundle_evaluator(self.paths, num_samples=eval_samples)
 
     def config(self, variant: str, seed: int, lr: float, output_dir: str) -> Any:
-        return self.base.replace(**{**COMMON, **VARIANTS[variant], "seed": seed, "learning_rate": lr, "output_dir": output_dir, "steps": 10**7})
+        return self.base.replace(
+            **{
+                **COMMON,
+                **VARIANTS[variant],
+                "seed": seed,
+                "learning_rate": lr,
+                "output_dir": output_dir,
+                "steps": 10**7,
+            }
+        )
 
     def fresh_student(self, seed: int) -> Any:
         """The bundle's student architecture with new random weights (and value head) for `seed`."""
@@ -126,8 +152,18 @@ class Setup:
         n_demos = max(1, round(n_texts * DEMOS_PER_CORPUS_TEXT / (1 + DEMOS_PER_CORPUS_TEXT)))
         rng = random.Random(seed)
         prompts = [rng.choice(self.prompts) for _ in range(n_demos)]
-        demos = sample_texts(self.teacher, prompts, self.tokenizer, n=n_demos, max_new_tokens=c.max_new_tokens,
-                             temperature=c.temperature, top_k=c.top_k, top_p=c.top_p, batch_size=256, seed=seed)
+        demos = sample_texts(
+            self.teacher,
+            prompts,
+            self.tokenizer,
+            n=n_demos,
+            max_new_tokens=c.max_new_tokens,
+            temperature=c.temperature,
+            top_k=c.top_k,
+            top_p=c.top_p,
+            batch_size=256,
+            seed=seed,
+        )
         return rng.sample(self.corpus, min(len(self.corpus), n_texts - n_demos)) + demos
 
 
@@ -144,14 +180,25 @@ def thresholds(ref: dict[str, dict[str, float]]) -> dict[str, dict[float, float]
     out = {}
     for m, r in ref.items():
         if m == "eval/perplexity":
-            out[m] = {lv: math.exp(math.log(r["init"]) + lv * (math.log(r["teacher"]) - math.log(r["init"]))) for lv in LEVELS}
+            out[m] = {
+                lv: math.exp(math.log(r["init"]) + lv * (math.log(r["teacher"]) - math.log(r["init"]))) for lv in LEVELS
+            }
         else:
             out[m] = {lv: r["init"] + lv * (r["teacher"] - r["init"]) for lv in LEVELS}
     return out
 
 
 # ---------------------------------------------------------------------- one run
-def run(setup: Setup, variant: str, seed: int, lr: float, budget: int, evals: int, start: dict[str, float], log: Callable[[str], None]) -> dict[str, Any]:
+def run(
+    setup: Setup,
+    variant: str,
+    seed: int,
+    lr: float,
+    budget: int,
+    evals: int,
+    start: dict[str, float],
+    log: Callable[[str], None],
+) -> dict[str, Any]:
     """Train one variant until `budget` tokens; the curve of every metric against tokens and training seconds,
     from `start` (the metrics of the seed's untrained student)."""
     from tnd_core import CustomPPOTrainer
@@ -162,7 +209,9 @@ def run(setup: Setup, variant: str, seed: int, lr: float, budget: int, evals: in
     max_length = config.max_prompt_length + config.max_new_tokens
     clm_texts = setup.corpus
     if variant == "demos":
-        clm_texts = setup.demo_stream(int(budget / setup.target_tokens(setup.corpus[:2000], max_length) * 1.1) + 1, seed)
+        clm_texts = setup.demo_stream(
+            int(budget / setup.target_tokens(setup.corpus[:2000], max_length) * 1.1) + 1, seed
+        )
     clm_tokens = config.batch_size * setup.target_tokens(clm_texts, max_length)
     rows = config.batch_size * (2 if config.use_teacher_demos else 1)
     student = setup.fresh_student(seed)
@@ -188,20 +237,34 @@ def run(setup: Setup, variant: str, seed: int, lr: float, budget: int, evals: in
             control.request_stop()
 
     reward = setup.reward if config.ppo_per_step > 0 else None
-    trainer = CustomPPOTrainer(setup.teacher, student, reward, config, setup.prompts, clm_dataset=clm_texts, callbacks=[on_event], control=control)
+    trainer = CustomPPOTrainer(
+        setup.teacher,
+        student,
+        reward,
+        config,
+        setup.prompts,
+        clm_dataset=clm_texts,
+        callbacks=[on_event],
+        control=control,
+    )
     try:
         result = trainer.train()
     finally:
         shutil.rmtree(out, ignore_errors=True)
-    log(f"{variant} seed {seed} lr {lr:g}: {result['step']} steps, {state['tokens']:.0f} tokens, "
+    log(
+        f"{variant} seed {seed} lr {lr:g}: {result['step']} steps, {state['tokens']:.0f} tokens, "
         f"{curve[-1]['train_s']:.0f} s training; words acquired {curve[-1]['eval/words_acquired']:.0f}, "
-        f"grammaticality {curve[-1]['eval/grammaticality']:.2f}")
+        f"grammaticality {curve[-1]['eval/grammaticality']:.2f}"
+    )
     return {"variant": variant, "seed": seed, "lr": lr, "steps": result["step"], "curve": curve}
 
 
 # ---------------------------------------------------------------------- analysis
-def crossing(curve: list[dict[str, float]], metric: str, threshold: float, direction: str, x: str = "tokens") -> float | None:
+def crossing(
+    curve: list[dict[str, float]], metric: str, threshold: float, direction: str, x: str = "tokens"
+) -> float | None:
     """First x at which the metric reaches the threshold, linearly interpolated between evaluations."""
+
     def reached(v: float) -> bool:
         return v >= threshold if direction == "up" else v <= threshold
 
@@ -214,7 +277,9 @@ def crossing(curve: list[dict[str, float]], metric: str, threshold: float, direc
     return curve[0][x] if curve and reached(curve[0][metric]) else None
 
 
-def tokens_to_thresholds(runs: list[dict[str, Any]], th: dict[str, dict[float, float]], x: str = "tokens") -> dict[str, dict[str, dict[str, Any]]]:
+def tokens_to_thresholds(
+    runs: list[dict[str, Any]], th: dict[str, dict[float, float]], x: str = "tokens"
+) -> dict[str, dict[str, dict[str, Any]]]:
     """Per variant, metric and level: the median over seeds of the x needed, or None if any seed missed it."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for variant in VARIANTS:
@@ -226,11 +291,17 @@ def tokens_to_thresholds(runs: list[dict[str, Any]], th: dict[str, dict[float, f
             for lv in LEVELS:
                 xs = [crossing(r["curve"], m, th[m][lv], direction, x) for r in vr]
                 reached = [v for v in xs if v is not None]
-                out[variant][f"{m}@{lv}"] = {"median": statistics.median(xs) if len(reached) == len(xs) else None, "reached": f"{len(reached)}/{len(xs)}", "each": xs}
+                out[variant][f"{m}@{lv}"] = {
+                    "median": statistics.median(xs) if len(reached) == len(xs) else None,
+                    "reached": f"{len(reached)}/{len(xs)}",
+                    "each": xs,
+                }
     return out
 
 
-def plot(runs: list[dict[str, Any]], th: dict[str, dict[float, float]], ref: dict[str, dict[str, float]], path: Path) -> None:
+def plot(
+    runs: list[dict[str, Any]], th: dict[str, dict[float, float]], ref: dict[str, dict[str, float]], path: Path
+) -> None:
     """Mean curve over seeds (band: min-max) of each metric, against tokens (top) and training seconds (bottom)."""
     import matplotlib
 
@@ -273,15 +344,28 @@ def render(data: dict[str, Any]) -> str:
         return f"{cell['median']:,.0f}{unit}" if cell["median"] is not None else f"not reached ({cell['reached']})"
 
     header = ["variant", "lr (chosen)"] + [f"{METRICS[m][0]} @{int(lv * 100)}%" for m in METRICS for lv in LEVELS]
-    rows = [[LABELS[v], f"{data['chosen_lr'][v]:g}"] + [fmt(ttt[v][f"{m}@{lv}"]) for m in METRICS for lv in LEVELS] for v in ttt]
-    rows_s = [[LABELS[v], f"{data['chosen_lr'][v]:g}"] + [fmt(tts[v][f"{m}@{lv}"], " s") for m in METRICS for lv in LEVELS] for v in tts]
+    rows = [
+        [LABELS[v], f"{data['chosen_lr'][v]:g}"] + [fmt(ttt[v][f"{m}@{lv}"]) for m in METRICS for lv in LEVELS]
+        for v in ttt
+    ]
+    rows_s = [
+        [LABELS[v], f"{data['chosen_lr'][v]:g}"] + [fmt(tts[v][f"{m}@{lv}"], " s") for m in METRICS for lv in LEVELS]
+        for v in tts
+    ]
     th_rows = [[METRICS[m][0], ref[m]["init"], ref[m]["teacher"]] + [th[m][lv] for lv in LEVELS] for m in METRICS]
     final_rows = []
     for v in VARIANTS:
         vr = [r for r in data["runs"] if r["variant"] == v]
         if vr:
-            final_rows.append([LABELS[v]] + [statistics.fmean(r["curve"][-1][m] for r in vr) for m in METRICS] + [statistics.fmean(r["curve"][-1]["train_s"] for r in vr)])
-    search_rows = [[LABELS[s["variant"]], f"{s['lr']:g}", s["curve"][-1]["eval/words_acquired"], s["curve"][-1]["eval/perplexity"]] for s in data["search"]]
+            final_rows.append(
+                [LABELS[v]]
+                + [statistics.fmean(r["curve"][-1][m] for r in vr) for m in METRICS]
+                + [statistics.fmean(r["curve"][-1]["train_s"] for r in vr)]
+            )
+    search_rows = [
+        [LABELS[s["variant"]], f"{s['lr']:g}", s["curve"][-1]["eval/words_acquired"], s["curve"][-1]["eval/perplexity"]]
+        for s in data["search"]
+    ]
     lines = [
         f"Machine: {machine_line(data['machine'])}.",
         "",
@@ -296,7 +380,7 @@ def render(data: dict[str, Any]) -> str:
         "",
         "![learning curves](learning_curves.png)",
         "",
-        "Tokens needed to reach each threshold (median over seeds; \"not reached\" when any seed missed it within the budget):",
+        'Tokens needed to reach each threshold (median over seeds; "not reached" when any seed missed it within the budget):',
         "",
         table(header, rows),
         "",
@@ -325,13 +409,17 @@ def headline(ttt: dict[str, Any], runs: list[dict[str, Any]]) -> str:
     paper's claim), its factor over CLM only, and who leads each metric at the end of the budget."""
     key = "eval/words_acquired@0.5"
     need = {v: ttt[v][key]["median"] for v in ttt}
-    listing = "; ".join(f"{LABELS[v]} {n:,.0f}" if n is not None else f"{LABELS[v]} not reached" for v, n in need.items())
+    listing = "; ".join(
+        f"{LABELS[v]} {n:,.0f}" if n is not None else f"{LABELS[v]} not reached" for v, n in need.items()
+    )
     parts = [f"Tokens to acquire half as many words as the teacher (median of seeds): {listing}."]
     ablations = [v for v in ("clm", "trials", "demos") if v in need]
     if "tnd" in need and ablations:
         wins = [v for v in ablations if need["tnd"] is not None and (need[v] is None or need["tnd"] < need[v])]
         verdict = "reproduced" if len(wins) == len(ablations) else "not reproduced"
-        parts.append(f"The paper's finding, TnD acquiring words faster than its ablations, is **{verdict}** here (TnD is faster than {len(wins)} of {len(ablations)}).")
+        parts.append(
+            f"The paper's finding, TnD acquiring words faster than its ablations, is **{verdict}** here (TnD is faster than {len(wins)} of {len(ablations)})."
+        )
     for v in ("tnd", "tnd_kd"):
         a, b = need.get("clm"), need.get(v)
         if v in need and "clm" in need:
@@ -340,18 +428,27 @@ def headline(ttt: dict[str, Any], runs: list[dict[str, Any]]) -> str:
                 parts.append(f"{LABELS[v]} gets there with {factor} CLM only.")
             else:
                 parts.append(f"{LABELS[v]} vs CLM only: no factor, one of them did not get there within the budget.")
-    final = {v: {m: statistics.fmean(r["curve"][-1][m] for r in runs if r["variant"] == v) for m in METRICS} for v in VARIANTS if any(r["variant"] == v for r in runs)}
+    final = {
+        v: {m: statistics.fmean(r["curve"][-1][m] for r in runs if r["variant"] == v) for m in METRICS}
+        for v in VARIANTS
+        if any(r["variant"] == v for r in runs)
+    }
     leads = []
     for m, (label, direction) in METRICS.items():
         best = (max if direction == "up" else min)(final, key=lambda v: final[v][m])
-        leads.append(f"{label} {LABELS[best]} ({final[best][m]:.3g}" + (f" vs CLM only {final['clm'][m]:.3g})" if "clm" in final and best != "clm" else ")"))
+        leads.append(
+            f"{label} {LABELS[best]} ({final[best][m]:.3g}"
+            + (f" vs CLM only {final['clm'][m]:.3g})" if "clm" in final and best != "clm" else ")")
+        )
     parts.append("Leaders at the end of the budget (mean of seeds): " + "; ".join(leads) + ".")
     return " ".join(parts)
 
 
 def publish(data: dict[str, Any], out: Path) -> Path:
     """Thresholds crossed, headline, curves PNG and the report, from the measured runs in `data`."""
-    th = data["thresholds"] = {m: {float(lv): v for lv, v in levels.items()} for m, levels in data["thresholds"].items()}
+    th = data["thresholds"] = {
+        m: {float(lv): v for lv, v in levels.items()} for m, levels in data["thresholds"].items()
+    }
     runs = data["runs"]
     data["tokens_to_threshold"] = ttt = tokens_to_thresholds(runs, th)
     data["seconds_to_threshold"] = tokens_to_thresholds(runs, th, "train_s")
@@ -366,21 +463,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=int, default=60_000, help="student tokens per run")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--evals", type=int, default=10, help="evaluations per run")
-    parser.add_argument("--lr-grid", default="3e-4,1e-3,3e-3", help="learning rates every variant tries (comma-separated); one value skips the search")
+    parser.add_argument(
+        "--lr-grid",
+        default="3e-4,1e-3,3e-3",
+        help="learning rates every variant tries (comma-separated); one value skips the search",
+    )
     parser.add_argument("--search-fraction", type=float, default=0.34, help="budget fraction of each search run")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--bundle-size", default="default", choices=("tiny", "default"))
     parser.add_argument("--eval-samples", type=int, default=64, help="generations per evaluation (grammaticality)")
     parser.add_argument("--quick", action="store_true", help="tiny budget for the smoke test")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice); 1 is steadier on a shared machine")
-    parser.add_argument("--from-json", help="redo the tables and the figure from a bench_learning.json, without training")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's choice); 1 is steadier on a shared machine",
+    )
+    parser.add_argument(
+        "--from-json", help="redo the tables and the figure from a bench_learning.json, without training"
+    )
     parser.add_argument("--out-dir", default=str(DOCS))
     args = parser.parse_args(argv)
     if args.from_json:
         print(f"wrote {publish(json.loads(Path(args.from_json).read_text()), Path(args.out_dir))}")
         return 0
     if args.quick:
-        args.budget, args.seeds, args.evals, args.lr_grid, args.bundle_size, args.eval_samples = 1500, 1, 2, "1e-3", "tiny", 8
+        args.budget, args.seeds, args.evals, args.lr_grid, args.bundle_size, args.eval_samples = (
+            1500,
+            1,
+            2,
+            "1e-3",
+            "tiny",
+            8,
+        )
     quiet_libraries()
     set_threads(1 if args.quick and args.threads is None else args.threads)
 
@@ -400,17 +515,39 @@ def main(argv: list[str] | None = None) -> int:
         if len(grid) == 1:
             chosen[v] = grid[0]
             continue
-        trials = [run(setup, v, seeds[0], lr, int(args.budget * args.search_fraction), max(2, args.evals // 3), at_init[seeds[0]], log) for lr in grid]
+        trials = [
+            run(
+                setup,
+                v,
+                seeds[0],
+                lr,
+                int(args.budget * args.search_fraction),
+                max(2, args.evals // 3),
+                at_init[seeds[0]],
+                log,
+            )
+            for lr in grid
+        ]
         search += trials
         best = max(trials, key=lambda r: (r["curve"][-1]["eval/words_acquired"], -r["curve"][-1]["eval/perplexity"]))
         chosen[v] = best["lr"]
     runs = [run(setup, v, s, chosen[v], args.budget, args.evals, at_init[s], log) for s in seeds for v in variants]
     data = {
-        "machine": info, "command": command_line("benchmarks.learning", argv), "bundle_size": args.bundle_size,
-        "budget": args.budget, "seeds": seeds, "evals": args.evals, "lr_grid": grid, "search_fraction": args.search_fraction,
+        "machine": info,
+        "command": command_line("benchmarks.learning", argv),
+        "bundle_size": args.bundle_size,
+        "budget": args.budget,
+        "seeds": seeds,
+        "evals": args.evals,
+        "lr_grid": grid,
+        "search_fraction": args.search_fraction,
         "student_params": sum(p.numel() for p in setup.fresh_student(0).pretrained_model.parameters()),
         "teacher_params": sum(p.numel() for p in setup.teacher.parameters()),
-        "reference": ref, "thresholds": th, "chosen_lr": chosen, "search": search, "runs": runs,
+        "reference": ref,
+        "thresholds": th,
+        "chosen_lr": chosen,
+        "search": search,
+        "runs": runs,
     }
     log(f"wrote {publish(data, Path(args.out_dir))}")
     return 0

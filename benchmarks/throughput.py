@@ -36,7 +36,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from benchmarks.common import DOCS, command_line, machine, machine_line, quiet_libraries, set_threads, summary, table, write_report
+from benchmarks.common import (
+    DOCS,
+    command_line,
+    machine,
+    machine_line,
+    quiet_libraries,
+    set_threads,
+    summary,
+    table,
+    write_report,
+)
 from tnd_core.bundle import SIZES as BUNDLE_SIZES
 
 
@@ -101,7 +111,13 @@ def build_models(root: Path, n_prompts: int = 256) -> Models:
 
     torch.manual_seed(0)
     tok = build_tokenizer()
-    base = {"vocab_size": len(tok), "n_positions": 128, "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
+    base = {
+        "vocab_size": len(tok),
+        "n_positions": 128,
+        "bos_token_id": tok.bos_token_id,
+        "eos_token_id": tok.eos_token_id,
+        "pad_token_id": tok.pad_token_id,
+    }
     paths = {name: root / name for name in ("student", "teacher", "reward")}
     GPT2LMHeadModel(GPT2Config(**base, **STUDENT)).save_pretrained(paths["student"])
     GPT2LMHeadModel(GPT2Config(**base, **TEACHER)).save_pretrained(paths["teacher"])
@@ -204,7 +220,9 @@ class ComputeClock:
 
 
 # ---------------------------------------------------------------------- runners
-def run_ours(models: Models, work: Work, warmup: int, steps: int, distill: bool, seed: int, clock: ComputeClock | None = None) -> Run:
+def run_ours(
+    models: Models, work: Work, warmup: int, steps: int, distill: bool, seed: int, clock: ComputeClock | None = None
+) -> Run:
     """CustomPPOTrainer.train on the tiny models; distillation on means the teacher is the KL reference and KD is on."""
     from tnd_core import CustomPPOConfig, CustomPPOTrainer
     from tnd_core.events import StepEvent
@@ -216,10 +234,20 @@ def run_ours(models: Models, work: Work, warmup: int, steps: int, distill: bool,
     reward = RewardModel.from_pretrained(models.reward)
     out = tempfile.mkdtemp(prefix="tnd-bench-")
     config = CustomPPOConfig(
-        steps=warmup + steps, batch_size=work.batch_size, mini_batch_size=work.mini_batch_size,
-        gradient_accumulation_steps=work.grad_accum, ppo_epochs=work.passes, max_new_tokens=work.response_length,
-        learning_rate=LEARNING_RATE, distill_coef=1.0 if distill else 0.0, use_teacher_demos=False,
-        kl_reference="teacher" if distill else "initial_student", save_steps=0, logging_steps=1, output_dir=out, seed=seed,
+        steps=warmup + steps,
+        batch_size=work.batch_size,
+        mini_batch_size=work.mini_batch_size,
+        gradient_accumulation_steps=work.grad_accum,
+        ppo_epochs=work.passes,
+        max_new_tokens=work.response_length,
+        learning_rate=LEARNING_RATE,
+        distill_coef=1.0 if distill else 0.0,
+        use_teacher_demos=False,
+        kl_reference="teacher" if distill else "initial_student",
+        save_steps=0,
+        logging_steps=1,
+        output_dir=out,
+        seed=seed,
     )
     marks: list[tuple[float, dict[str, float]]] = []
 
@@ -236,7 +264,12 @@ def run_ours(models: Models, work: Work, warmup: int, steps: int, distill: bool,
     times = [start] + [t for t, _ in marks]
     measured = marks[warmup:]
     step_s = [b - a for a, b in zip(times[warmup:], times[warmup + 1 :])]
-    keys = {"student generation": "time/rollout", "teacher forward": "time/teacher", "reward scoring": "time/score", "optimisation": "time/optimize"}
+    keys = {
+        "student generation": "time/rollout",
+        "teacher forward": "time/teacher",
+        "reward scoring": "time/score",
+        "optimisation": "time/optimize",
+    }
     phases = {name: sum(s.get(k, 0.0) for _, s in measured) / len(measured) for name, k in keys.items()}
     phases["everything else"] = sum(step_s) / len(step_s) - sum(phases.values())
     name = "CustomPPOTrainer (distillation on)" if distill else "CustomPPOTrainer (distillation off)"
@@ -258,7 +291,9 @@ def _trl_reward(models: Models) -> Callable[..., list[float]]:
     return reward_model
 
 
-def run_trl(kind: str, models: Models, work: Work, warmup: int, steps: int, seed: int, clock: ComputeClock | None = None) -> Run:
+def run_trl(
+    kind: str, models: Models, work: Work, warmup: int, steps: int, seed: int, clock: ComputeClock | None = None
+) -> Run:
     """One TRL 1.x trainer ('rloo', 'grpo' or 'distillation') for warmup + steps generation batches."""
     from datasets import Dataset
     from transformers import AutoTokenizer, PrinterCallback, TrainerCallback
@@ -268,11 +303,23 @@ def run_trl(kind: str, models: Models, work: Work, warmup: int, steps: int, seed
     tok.padding_side = "left"
     out = tempfile.mkdtemp(prefix="trl-bench-")
     common = dict(
-        output_dir=out, per_device_train_batch_size=work.mini_batch_size, gradient_accumulation_steps=work.grad_accum,
-        max_completion_length=work.response_length, generation_kwargs={"min_new_tokens": work.response_length},
-        learning_rate=LEARNING_RATE, lr_scheduler_type="constant", bf16=False, gradient_checkpointing=False,
-        report_to="none", save_strategy="no", logging_steps=per_step, max_steps=(warmup + steps) * per_step,
-        disable_tqdm=True, seed=seed, temperature=1.0, dataloader_num_workers=0,
+        output_dir=out,
+        per_device_train_batch_size=work.mini_batch_size,
+        gradient_accumulation_steps=work.grad_accum,
+        max_completion_length=work.response_length,
+        generation_kwargs={"min_new_tokens": work.response_length},
+        learning_rate=LEARNING_RATE,
+        lr_scheduler_type="constant",
+        bf16=False,
+        gradient_checkpointing=False,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=per_step,
+        max_steps=(warmup + steps) * per_step,
+        disable_tqdm=True,
+        seed=seed,
+        temperature=1.0,
+        dataloader_num_workers=0,
     )
     dataset = Dataset.from_dict({"prompt": list(models.prompts)})
     marks: list[float] = []
@@ -289,17 +336,43 @@ def run_trl(kind: str, models: Models, work: Work, warmup: int, steps: int, seed
         from trl import DistillationConfig, DistillationTrainer
 
         if work.passes != 1 or work.grad_accum * work.mini_batch_size != work.batch_size:
-            raise ValueError("DistillationTrainer makes one optimizer step per generation batch: passes=1, grad_accum=batch/mini_batch")
+            raise ValueError(
+                "DistillationTrainer makes one optimizer step per generation batch: passes=1, grad_accum=batch/mini_batch"
+            )
         args = DistillationConfig(**common, beta=0.0)
-        trainer = DistillationTrainer(model=models.student, teacher_model=models.teacher, args=args, train_dataset=dataset, processing_class=tok, callbacks=[Boundaries()])
+        trainer = DistillationTrainer(
+            model=models.student,
+            teacher_model=models.teacher,
+            args=args,
+            train_dataset=dataset,
+            processing_class=tok,
+            callbacks=[Boundaries()],
+        )
         name = "TRL DistillationTrainer"
     else:
         from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
-        config_cls, trainer_cls, name = (RLOOConfig, RLOOTrainer, "TRL RLOOTrainer") if kind == "rloo" else (GRPOConfig, GRPOTrainer, "TRL GRPOTrainer")
+        config_cls, trainer_cls, name = (
+            (RLOOConfig, RLOOTrainer, "TRL RLOOTrainer")
+            if kind == "rloo"
+            else (GRPOConfig, GRPOTrainer, "TRL GRPOTrainer")
+        )
         # beta > 0 keeps a reference model, as our KL penalty does; 2 generations per prompt is the least both allow.
-        args = config_cls(**common, steps_per_generation=work.batch_size // work.mini_batch_size, num_generations=2, num_iterations=work.passes, beta=0.05)
-        trainer = trainer_cls(model=models.student, reward_funcs=_trl_reward(models), args=args, train_dataset=dataset, processing_class=tok, callbacks=[Boundaries()])
+        args = config_cls(
+            **common,
+            steps_per_generation=work.batch_size // work.mini_batch_size,
+            num_generations=2,
+            num_iterations=work.passes,
+            beta=0.05,
+        )
+        trainer = trainer_cls(
+            model=models.student,
+            reward_funcs=_trl_reward(models),
+            args=args,
+            train_dataset=dataset,
+            processing_class=tok,
+            callbacks=[Boundaries()],
+        )
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout
     try:
         trainer.train()
@@ -334,7 +407,9 @@ def contenders(models: Models, scenario: str) -> list[Contender]:
     ]
 
 
-def compare(models: Models, scenario: str, work: Work, reps: int, warmup: int, steps: int, log: Callable[[str], None]) -> dict[str, Any]:
+def compare(
+    models: Models, scenario: str, work: Work, reps: int, warmup: int, steps: int, log: Callable[[str], None]
+) -> dict[str, Any]:
     """Interleaved rounds; the model-compute clock runs in every round on CPU (it costs microseconds per
     call there), and in one extra round on a GPU (it synchronises the device, which would slow the timed rounds)."""
     entrants = contenders(models, scenario)
@@ -349,7 +424,9 @@ def compare(models: Models, scenario: str, work: Work, reps: int, warmup: int, s
                 runs[c.key] = c.run(work, warmup, steps, rep, clock)
             if clocked:
                 instrumented[c.key].append(runs[c.key])
-            log(f"[{scenario}] round {rep + 1} {runs[c.key].trainer}: {work.batch_size * steps / runs[c.key].seconds:.2f} samples/s")
+            log(
+                f"[{scenario}] round {rep + 1} {runs[c.key].trainer}: {work.batch_size * steps / runs[c.key].seconds:.2f} samples/s"
+            )
         if rep < reps:
             rounds.append(runs)
     ours_key = "ours_off" if scenario == "rl" else "ours_on"
@@ -362,13 +439,19 @@ def compare(models: Models, scenario: str, work: Work, reps: int, warmup: int, s
             "samples_per_s": summary(rates),
             "step_s": summary([s for r in runs for s in r.step_s]),
             "response_len": runs[0].response_len,
-            "phases_s": {k: sum(r.phases[k] for r in runs) / len(runs) for k in runs[0].phases} if runs[0].phases else {},
+            "phases_s": {k: sum(r.phases[k] for r in runs) / len(runs) for k in runs[0].phases}
+            if runs[0].phases
+            else {},
             # means, not medians: the parts of a mean step add up to it
             "compute_s": {k: statistics.fmean(r.compute[k] for r in instrumented[c.key]) for k in ComputeClock.KINDS},
             "instrumented_step_s": statistics.fmean(r.seconds / len(r.step_s) for r in instrumented[c.key]),
         }
         if c.key != ours_key:
-            paired = [(work.batch_size * len(r[ours_key].step_s) / r[ours_key].seconds) / (work.batch_size * len(r[c.key].step_s) / r[c.key].seconds) for r in rounds]
+            paired = [
+                (work.batch_size * len(r[ours_key].step_s) / r[ours_key].seconds)
+                / (work.batch_size * len(r[c.key].step_s) / r[c.key].seconds)
+                for r in rounds
+            ]
             entry["ours_over_this"] = summary(paired)
         result["trainers"][c.key] = entry
     return result
@@ -386,9 +469,12 @@ def scaling_point(models_root: str, batch: int, length: int, passes: int, steps:
     work = Work(batch, max(1, batch // 4), 1, passes, length)
     run = run_ours(models, work, 1, steps, True, 0)
     point = {
-        "batch_size": batch, "response_length": length, "step_s": summary(run.step_s),
+        "batch_size": batch,
+        "response_length": length,
+        "step_s": summary(run.step_s),
         "samples_per_s": batch * len(run.step_s) / run.seconds,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_after_imports_mb": rss_loaded,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_after_imports_mb": rss_loaded,
     }
     if torch.cuda.is_available():
         point["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -408,7 +494,17 @@ def _load_models(root: str) -> Models:
     return Models(**{**data, "prompts": tuple(data["prompts"])})
 
 
-def scaling(models: Models, batches: list[int], lengths: list[int], base_batch: int, base_length: int, passes: int, steps: int, log: Callable[[str], None], in_process: bool = False) -> list[dict[str, Any]]:
+def scaling(
+    models: Models,
+    batches: list[int],
+    lengths: list[int],
+    base_batch: int,
+    base_length: int,
+    passes: int,
+    steps: int,
+    log: Callable[[str], None],
+    in_process: bool = False,
+) -> list[dict[str, Any]]:
     """Our step time and peak memory as the batch, then the response length, doubles (in_process: smoke test only)."""
     points = [(b, base_length) for b in batches] + [(base_batch, l) for l in lengths if l != base_length]
     out = []
@@ -416,12 +512,24 @@ def scaling(models: Models, batches: list[int], lengths: list[int], base_batch: 
         if in_process:
             out.append(scaling_point(models.root, batch, length, passes, steps))
             continue
-        cmd = [sys.executable, "-m", "benchmarks.throughput", "--point", models.root, str(batch), str(length), str(passes), str(steps)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.throughput",
+            "--point",
+            models.root,
+            str(batch),
+            str(length),
+            str(passes),
+            str(steps),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
         if proc.returncode:
             raise RuntimeError(f"scaling point batch={batch} length={length} failed:\n{proc.stderr[-2000:]}")
         point = json.loads(proc.stdout.strip().splitlines()[-1])
-        log(f"[scaling] batch {batch} length {length}: {point['step_s']['median']:.3f} s/step, peak RSS {point['peak_rss_mb']:.0f} MB")
+        log(
+            f"[scaling] batch {batch} length {length}: {point['step_s']['median']:.3f} s/step, peak RSS {point['peak_rss_mb']:.0f} MB"
+        )
         out.append(point)
     return out
 
@@ -441,16 +549,58 @@ def _compare_md(title: str, res: dict[str, Any], ours_key: str) -> str:
     for key, t in res["trainers"].items():
         s = t["samples_per_s"]
         ratio = t.get("ours_over_this")
-        ratio_txt = f"{ratio['median']:.2f}x ({ratio['min']:.2f}-{ratio['max']:.2f})" if ratio else ("-" if key == ours_key else "")
+        ratio_txt = (
+            f"{ratio['median']:.2f}x ({ratio['min']:.2f}-{ratio['max']:.2f})"
+            if ratio
+            else ("-" if key == ours_key else "")
+        )
         rows.append([t["name"], s["median"], s["min"], s["max"], s["n"], t["response_len"], ratio_txt])
-    lines.append(table(["trainer", "samples/s median", "min", "max", "runs", "mean response tokens", "ours / this (median of paired rounds, min-max)"], rows))
+    lines.append(
+        table(
+            [
+                "trainer",
+                "samples/s median",
+                "min",
+                "max",
+                "runs",
+                "mean response tokens",
+                "ours / this (median of paired rounds, min-max)",
+            ],
+            rows,
+        )
+    )
     lines += ["", "Where the time goes (ComputeClock, mean over clocked runs; seconds per step):", ""]
     rows = []
     for t in res["trainers"].values():
         c, total = t["compute_s"], t["instrumented_step_s"]
         inside = sum(c.values())
-        rows.append([t["name"], total, c["generate"], c["forward"], c["backward"], c["optimizer"], total - inside, f"{100 * (total - inside) / total:.1f}%"])
-    lines.append(table(["trainer", "step s", "generate", "forward", "backward", "optimizer", "outside model compute", "outside share"], rows))
+        rows.append(
+            [
+                t["name"],
+                total,
+                c["generate"],
+                c["forward"],
+                c["backward"],
+                c["optimizer"],
+                total - inside,
+                f"{100 * (total - inside) / total:.1f}%",
+            ]
+        )
+    lines.append(
+        table(
+            [
+                "trainer",
+                "step s",
+                "generate",
+                "forward",
+                "backward",
+                "optimizer",
+                "outside model compute",
+                "outside share",
+            ],
+            rows,
+        )
+    )
     return "\n".join(lines)
 
 
@@ -472,7 +622,10 @@ def render(data: dict[str, Any]) -> str:
     fastest = max(peers, key=lambda k: peers[k]["samples_per_s"]["median"])
     kd_ratio = kd["trainers"]["distillation"]["ours_over_this"]["median"]
     on = rl["trainers"]["ours_on"]
-    overhead = {k: 100 * (t["instrumented_step_s"] - sum(t["compute_s"].values())) / t["instrumented_step_s"] for k, t in (("ours_off", ours), ("ours_on", on))}
+    overhead = {
+        k: 100 * (t["instrumented_step_s"] - sum(t["compute_s"].values())) / t["instrumented_step_s"]
+        for k, t in (("ours_off", ours), ("ours_on", on))
+    }
     head_ratio = peers[fastest]["ours_over_this"]["median"]
     lines = [
         f"Machine: {machine_line(m)}.",
@@ -507,13 +660,37 @@ def render(data: dict[str, Any]) -> str:
         "### Phase breakdown of our step",
         "",
         "Seconds per step from the step statistics (`time/rollout`, `time/teacher`, `time/score`, `time/optimize`); "
-        "\"everything else\" is wall time between StepEvents not inside a phase (events, metrics file, stream bookkeeping).",
+        '"everything else" is wall time between StepEvents not inside a phase (events, metrics file, stream bookkeeping).',
         "",
-        _phases_md({"distillation off (RL work)": ours, "distillation on (RL work)": on, "distillation on (1 pass)": kd["trainers"]["ours_on"]}),
+        _phases_md(
+            {
+                "distillation off (RL work)": ours,
+                "distillation on (RL work)": on,
+                "distillation on (1 pass)": kd["trainers"]["ours_on"],
+            }
+        ),
     ]
     if data.get("scaling"):
-        rows = [[p["batch_size"], p["response_length"], p["step_s"]["median"], p["samples_per_s"], p["peak_rss_mb"], p["peak_rss_mb"] - p["rss_after_imports_mb"]] + ([p["peak_gpu_mb"]] if "peak_gpu_mb" in p else []) for p in data["scaling"]]
-        header = ["batch", "response tokens", "step s (median)", "samples/s", "peak RSS MB", "peak above RSS after imports MB"] + (["peak GPU MB"] if "peak_gpu_mb" in data["scaling"][0] else [])
+        rows = [
+            [
+                p["batch_size"],
+                p["response_length"],
+                p["step_s"]["median"],
+                p["samples_per_s"],
+                p["peak_rss_mb"],
+                p["peak_rss_mb"] - p["rss_after_imports_mb"],
+            ]
+            + ([p["peak_gpu_mb"]] if "peak_gpu_mb" in p else [])
+            for p in data["scaling"]
+        ]
+        header = [
+            "batch",
+            "response tokens",
+            "step s (median)",
+            "samples/s",
+            "peak RSS MB",
+            "peak above RSS after imports MB",
+        ] + (["peak GPU MB"] if "peak_gpu_mb" in data["scaling"][0] else [])
         lines += [
             "",
             "### Scaling of our step (distillation on)",
@@ -533,15 +710,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--mini-batch-size", type=int, default=4)
     parser.add_argument("--response-length", type=int, default=16)
-    parser.add_argument("--passes", type=int, default=4, help="optimisation passes (ppo_epochs / num_iterations) in the RL comparison")
+    parser.add_argument(
+        "--passes", type=int, default=4, help="optimisation passes (ppo_epochs / num_iterations) in the RL comparison"
+    )
     parser.add_argument("--scaling-batches", default="8,16,32,64,128")
     parser.add_argument("--scaling-lengths", default="8,16,32,64")
     parser.add_argument("--scaling-steps", type=int, default=4)
     parser.add_argument("--no-scaling", action="store_true")
     parser.add_argument("--quick", action="store_true", help="tiny budget for the smoke test")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice); 1 is steadier on a shared machine")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's choice); 1 is steadier on a shared machine",
+    )
     parser.add_argument("--out-dir", default=str(DOCS))
-    parser.add_argument("--point", nargs=5, metavar=("MODELS", "BATCH", "LENGTH", "PASSES", "STEPS"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--point", nargs=5, metavar=("MODELS", "BATCH", "LENGTH", "PASSES", "STEPS"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     quiet_libraries()
     set_threads(1 if args.quick and args.threads is None else args.threads)
@@ -551,7 +737,14 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(scaling_point(root, int(batch), int(length), int(passes), int(steps))))
         return 0
     if args.quick:
-        args.reps, args.steps, args.batch_size, args.mini_batch_size, args.response_length, args.passes = 1, 1, 4, 2, 4, 1
+        args.reps, args.steps, args.batch_size, args.mini_batch_size, args.response_length, args.passes = (
+            1,
+            1,
+            4,
+            2,
+            4,
+            1,
+        )
         args.warmup, args.scaling_batches, args.scaling_lengths, args.scaling_steps = 0, "4", "4", 1
 
     def log(msg: str) -> None:
@@ -566,15 +759,24 @@ def main(argv: list[str] | None = None) -> int:
         tok = build_tokenizer()
         b, m, L = args.batch_size, args.mini_batch_size, args.response_length
         data: dict[str, Any] = {
-            "machine": info, "command": command_line("benchmarks.throughput", argv), "reps": args.reps, "warmup": args.warmup, "steps": args.steps,
-            "vocab_size": len(tok), "prompt_tokens": len(tok(models.prompts[0])["input_ids"]), "student": STUDENT, "teacher": TEACHER,
+            "machine": info,
+            "command": command_line("benchmarks.throughput", argv),
+            "reps": args.reps,
+            "warmup": args.warmup,
+            "steps": args.steps,
+            "vocab_size": len(tok),
+            "prompt_tokens": len(tok(models.prompts[0])["input_ids"]),
+            "student": STUDENT,
+            "teacher": TEACHER,
         }
         data["rl"] = compare(models, "rl", Work(b, m, 1, args.passes, L), args.reps, args.warmup, args.steps, log)
         data["distill"] = compare(models, "distill", Work(b, m, b // m, 1, L), args.reps, args.warmup, args.steps, log)
         if not args.no_scaling:
             batches = [int(x) for x in args.scaling_batches.split(",")]
             lengths = [int(x) for x in args.scaling_lengths.split(",")]
-            data["scaling"] = scaling(models, batches, lengths, b, L, args.passes, args.scaling_steps, log, in_process=args.quick)
+            data["scaling"] = scaling(
+                models, batches, lengths, b, L, args.passes, args.scaling_steps, log, in_process=args.quick
+            )
     name = "throughput_cuda" if info["gpu"] else "throughput"
     path = write_report(args.out_dir, name, render(data), data)
     log(f"wrote {path}")

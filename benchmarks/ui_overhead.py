@@ -27,10 +27,27 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.app_server import running_app
-from benchmarks.common import DOCS, command_line, machine, machine_line, quiet_libraries, set_threads, summary, table, write_report
+from benchmarks.common import (
+    DOCS,
+    command_line,
+    machine,
+    machine_line,
+    quiet_libraries,
+    set_threads,
+    summary,
+    table,
+    write_report,
+)
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 VIEWPORT = {"width": 1400, "height": 1000}
 PLOT_POINTS_JS = """(id) => {
   const div = document.querySelector(`#${id} .js-plotly-plot`);
@@ -69,8 +86,11 @@ def headless_run(steps: int, output_dir: str) -> dict[str, float]:
     if result["state"] != "completed":
         raise RuntimeError(f"headless run ended {result['state']}")
     return {
-        "steps": seen["step"], "train_s": seen["elapsed_s"], "steps_per_s": seen["step"] / seen["elapsed_s"],
-        "start_to_first_s": seen["first_step_s"], "cpu_s_per_step": {k: (v - cpu[k]) / seen["step"] for k, v in cpu_seconds().items()},
+        "steps": seen["step"],
+        "train_s": seen["elapsed_s"],
+        "steps_per_s": seen["step"] / seen["elapsed_s"],
+        "start_to_first_s": seen["first_step_s"],
+        "cpu_s_per_step": {k: (v - cpu[k]) / seen["step"] for k, v in cpu_seconds().items()},
     }
 
 
@@ -119,7 +139,9 @@ def _open_train_tab(browser: Any, url: str, steps: int) -> Any:
     box = page.locator("#cfg-steps input")
     box.fill(str(steps))
     box.press("Tab")
-    page.wait_for_function("() => document.querySelector('#config-check').innerText.includes('Config OK')", timeout=30_000)
+    page.wait_for_function(
+        "() => document.querySelector('#config-check').innerText.includes('Config OK')", timeout=30_000
+    )
     page.get_by_role("tab", name="Train").click()
     page.wait_for_selector("#btn-start")
     return page
@@ -139,13 +161,21 @@ def ui_run(browser: Any, client: Any, url: str, steps: int, timeout_s: float) ->
     first_point = time.monotonic() - clicked
     # polled every 200 ms: Playwright's default polls on every animation frame, which keeps the
     # renderer drawing 60 frames a second and would bill the browser for the benchmark's own probe
-    page.wait_for_function("() => document.querySelector('#train-status').innerText.startsWith('Completed')", timeout=timeout_s * 1000, polling=200)
+    page.wait_for_function(
+        "() => document.querySelector('#train-status').innerText.startsWith('Completed')",
+        timeout=timeout_s * 1000,
+        polling=200,
+    )
     status = client.predict(api_name="/training_status")
     used = {k: (v - cpu[k]) / status["step"] for k, v in cpu_seconds().items()}
     page.close()
     return {
-        "steps": status["step"], "train_s": status["elapsed_s"], "steps_per_s": status["step"] / status["elapsed_s"],
-        "start_to_first_s": first_point, "job_start_to_first_step_s": status["first_step_wall_s"], "cpu_s_per_step": used,
+        "steps": status["step"],
+        "train_s": status["elapsed_s"],
+        "steps_per_s": status["step"] / status["elapsed_s"],
+        "start_to_first_s": first_point,
+        "job_start_to_first_step_s": status["first_step_wall_s"],
+        "cpu_s_per_step": used,
     }
 
 
@@ -155,20 +185,35 @@ def ui_stop(browser: Any, client: Any, url: str, after_steps: int, timeout_s: fl
     page = _open_train_tab(browser, url, 100_000)
     page.locator("#btn-start").click()
     step_of = lambda: int(page.locator("#train-progress").get_attribute("data-step") or 0)  # noqa: E731
-    _wait(lambda: step_of() >= after_steps and page.locator("#btn-stop").is_enabled(), timeout_s, f"{after_steps} steps")
+    _wait(
+        lambda: step_of() >= after_steps and page.locator("#btn-stop").is_enabled(), timeout_s, f"{after_steps} steps"
+    )
     page_step = step_of()
     job_step = client.predict(api_name="/training_status")["step"]
     clicked = time.monotonic()
     page.locator("#btn-stop").click()
-    _wait(lambda: client.predict(api_name="/training_status")["state"] == "stopped", timeout_s, "the job to stop", poll_s=0.1)
+    _wait(
+        lambda: client.predict(api_name="/training_status")["state"] == "stopped",
+        timeout_s,
+        "the job to stop",
+        poll_s=0.1,
+    )
     job_stopped = time.monotonic() - clicked
-    page.wait_for_function("() => document.querySelector('#train-status').innerText.startsWith('Stopped')", timeout=timeout_s * 1000, polling=50)
+    page.wait_for_function(
+        "() => document.querySelector('#train-status').innerText.startsWith('Stopped')",
+        timeout=timeout_s * 1000,
+        polling=50,
+    )
     page_stopped = time.monotonic() - clicked
     status = client.predict(api_name="/training_status")
     page.close()
     return {
-        "job_stop_s": job_stopped, "page_stop_s": page_stopped, "page_step_at_click": page_step, "job_step_at_click": job_step,
-        "stopped_at": status["step"], "mean_step_s": status["elapsed_s"] / max(status["step"], 1),
+        "job_stop_s": job_stopped,
+        "page_stop_s": page_stopped,
+        "page_step_at_click": page_step,
+        "job_step_at_click": job_step,
+        "stopped_at": status["step"],
+        "mean_step_s": status["elapsed_s"] / max(status["step"], 1),
     }
 
 
@@ -183,44 +228,65 @@ def render(data: dict[str, Any]) -> str:
     lag = statistics.median(r["job_step_at_click"] - r["page_step_at_click"] for r in stops)
     step_s = statistics.median(r["mean_step_s"] for r in stops)
     rows = [
-        ["headless (`run_training`)", hr["median"], f"{hr['min']:.3g}-{hr['max']:.3g}", hr["n"], f"{hf['median']:.1f} s (call to first step)"],
-        ["app + browser on the Train tab", ur["median"], f"{ur['min']:.3g}-{ur['max']:.3g}", ur["n"], f"{uf['median']:.1f} s (Start click to first plotted point; job start to first step {uj['median']:.1f} s)"],
+        [
+            "headless (`run_training`)",
+            hr["median"],
+            f"{hr['min']:.3g}-{hr['max']:.3g}",
+            hr["n"],
+            f"{hf['median']:.1f} s (call to first step)",
+        ],
+        [
+            "app + browser on the Train tab",
+            ur["median"],
+            f"{ur['min']:.3g}-{ur['max']:.3g}",
+            ur["n"],
+            f"{uf['median']:.1f} s (Start click to first plotted point; job start to first step {uj['median']:.1f} s)",
+        ],
     ]
     cpu_rows = [
-        [mode] + [statistics.fmean(r["cpu_s_per_step"][k] for r in runs) for k in ("this process", "app server", "browser")]
+        [mode]
+        + [statistics.fmean(r["cpu_s_per_step"][k] for r in runs) for k in ("this process", "app server", "browser")]
         for mode, runs in (("headless", h), ("app + browser", u))
     ]
-    stop_rows = [[what, x["median"], x["min"], x["max"]] for what, x in (("job stopped (app's status API)", job), ("page shows Stopped", page))]
+    stop_rows = [
+        [what, x["median"], x["min"], x["max"]]
+        for what, x in (("job stopped (app's status API)", job), ("page shows Stopped", page))
+    ]
     c = data["config"]
-    return "\n".join([
-        f"Machine: {machine_line(data['machine'])}.",
-        "",
-        f"Command: `{data['command']}`",
-        "",
-        f"Run: the app's starting config on the `{data['bundle_size']}` bundle (batch {c['batch_size']}, "
-        f"{c['max_new_tokens']} new tokens, {c['ppo_epochs']} PPO epochs, clm_per_step {c['clm_per_step']}, "
-        f"demos {'on' if c['use_teacher_demos'] else 'off'}, distill_coef {c['distill_coef']}, eval every {c['eval_steps']} steps), "
-        f"{data['steps']} steps per run, {len(h)} interleaved rounds (headless, then app). The browser runs on the same machine "
-        "as the app, as when training locally; on a hosted Space it would not.",
-        "",
-        f"**Headline:** step rate in the app with a browser watching = **{ratios['median']:.2f}x** headless "
-        f"(median of paired rounds, {ratios['min']:.2f}-{ratios['max']:.2f}; target >= 0.95: {'met' if ratios['median'] >= 0.95 else 'not met'}). "
-        f"Start click to first plotted point: **{uf['median']:.1f} s** (the job's first step came {uj['median']:.1f} s after its start). "
-        f"Stop click to job stopped: **{job['median']:.1f} s**; to the page showing it: **{page['median']:.1f} s** "
-        f"(median of {job['n']}; a step takes {step_s:.2f} s here, and Stop finishes it and writes a checkpoint first).",
-        "",
-        table(["mode", "steps/s median", "min-max", "runs", "time to first point"], rows),
-        "",
-        "Stop click to stopped, seconds:",
-        "",
-        table(["", "median", "min", "max"], stop_rows),
-        "",
-        f"When Stop was clicked the page showed a step {lag:.0f} step(s) behind the job (median).",
-        "",
-        "CPU seconds per training step (user + system) of each process during the runs: where the app's extra cost goes.",
-        "",
-        table(["mode", "benchmark process (headless training)", "app server (training + UI)", "browser (Chromium)"], cpu_rows),
-    ])
+    return "\n".join(
+        [
+            f"Machine: {machine_line(data['machine'])}.",
+            "",
+            f"Command: `{data['command']}`",
+            "",
+            f"Run: the app's starting config on the `{data['bundle_size']}` bundle (batch {c['batch_size']}, "
+            f"{c['max_new_tokens']} new tokens, {c['ppo_epochs']} PPO epochs, clm_per_step {c['clm_per_step']}, "
+            f"demos {'on' if c['use_teacher_demos'] else 'off'}, distill_coef {c['distill_coef']}, eval every {c['eval_steps']} steps), "
+            f"{data['steps']} steps per run, {len(h)} interleaved rounds (headless, then app). The browser runs on the same machine "
+            "as the app, as when training locally; on a hosted Space it would not.",
+            "",
+            f"**Headline:** step rate in the app with a browser watching = **{ratios['median']:.2f}x** headless "
+            f"(median of paired rounds, {ratios['min']:.2f}-{ratios['max']:.2f}; target >= 0.95: {'met' if ratios['median'] >= 0.95 else 'not met'}). "
+            f"Start click to first plotted point: **{uf['median']:.1f} s** (the job's first step came {uj['median']:.1f} s after its start). "
+            f"Stop click to job stopped: **{job['median']:.1f} s**; to the page showing it: **{page['median']:.1f} s** "
+            f"(median of {job['n']}; a step takes {step_s:.2f} s here, and Stop finishes it and writes a checkpoint first).",
+            "",
+            table(["mode", "steps/s median", "min-max", "runs", "time to first point"], rows),
+            "",
+            "Stop click to stopped, seconds:",
+            "",
+            table(["", "median", "min", "max"], stop_rows),
+            "",
+            f"When Stop was clicked the page showed a step {lag:.0f} step(s) behind the job (median).",
+            "",
+            "CPU seconds per training step (user + system) of each process during the runs: where the app's extra cost goes.",
+            "",
+            table(
+                ["mode", "benchmark process (headless training)", "app server (training + UI)", "browser (Chromium)"],
+                cpu_rows,
+            ),
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,7 +296,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop-after", type=int, default=3, help="steps before Stop is clicked")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds any one wait may take")
     parser.add_argument("--quick", action="store_true", help="tiny budget for the smoke test")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice); 1 is steadier on a shared machine")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's choice); 1 is steadier on a shared machine",
+    )
     parser.add_argument("--out-dir", default=str(DOCS))
     args = parser.parse_args(argv)
     if args.quick:
@@ -243,12 +314,20 @@ def main(argv: list[str] | None = None) -> int:
     from playwright.sync_api import sync_playwright
 
     info = machine()
-    data: dict[str, Any] = {"machine": info, "command": command_line("benchmarks.ui_overhead", argv), "steps": args.steps, "headless": [], "ui": [], "stops": []}
+    data: dict[str, Any] = {
+        "machine": info,
+        "command": command_line("benchmarks.ui_overhead", argv),
+        "steps": args.steps,
+        "headless": [],
+        "ui": [],
+        "stops": [],
+    }
     with tempfile.TemporaryDirectory(prefix="tnd-ui-bench-") as tmp:
         work = Path(tmp)
         data["config"] = start_config(args.steps, "unused").to_dict()  # builds the bundle first if needed
         import tnd_core.pipeline  # noqa: F401  (imports before the first timed call, as the app has them loaded)
         import tnd_core.trainers.ppo_trainer.ppo  # noqa: F401
+
         data["bundle_size"] = os.environ.get("TND_BUNDLE_SIZE") or "default"
         with running_app(work, timeout_s=300) as url, sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
@@ -256,10 +335,16 @@ def main(argv: list[str] | None = None) -> int:
             for rep in range(args.reps):
                 data["headless"].append(headless_run(args.steps, str(work / f"headless-{rep}")))
                 data["ui"].append(ui_run(browser, client, url, args.steps, args.timeout))
-                print(f"round {rep + 1}: headless {data['headless'][-1]['steps_per_s']:.3f} steps/s, app {data['ui'][-1]['steps_per_s']:.3f} steps/s", flush=True)
+                print(
+                    f"round {rep + 1}: headless {data['headless'][-1]['steps_per_s']:.3f} steps/s, app {data['ui'][-1]['steps_per_s']:.3f} steps/s",
+                    flush=True,
+                )
             for rep in range(args.reps):
                 data["stops"].append(ui_stop(browser, client, url, args.stop_after, args.timeout))
-                print(f"stop {rep + 1}: job {data['stops'][-1]['job_stop_s']:.2f} s, page {data['stops'][-1]['page_stop_s']:.2f} s", flush=True)
+                print(
+                    f"stop {rep + 1}: job {data['stops'][-1]['job_stop_s']:.2f} s, page {data['stops'][-1]['page_stop_s']:.2f} s",
+                    flush=True,
+                )
             browser.close()
     path = write_report(args.out_dir, "ui_overhead", render(data), data)
     print(f"wrote {path}")

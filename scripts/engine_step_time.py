@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +30,17 @@ from tnd_core.trainers import CustomPPOTrainer  # noqa: E402
 def run(tok, n_embd: int, steps: int, out: str, **options) -> list[dict[str, float]]:
     stats: list[dict[str, float]] = []
     config = CustomPPOConfig(steps=steps, output_dir=out, save_steps=0, **options)
-    teacher = TeacherModel(make_lm(tok, seed=5, n_embd=n_embd, initializer_range=0.3), tok) if options.get("kl_reference") != "initial_student" else None
+    teacher = (
+        TeacherModel(make_lm(tok, seed=5, n_embd=n_embd, initializer_range=0.3), tok)
+        if options.get("kl_reference") != "initial_student"
+        else None
+    )
     trainer = CustomPPOTrainer(
-        teacher=teacher, student=StudentModel(make_lm(tok, seed=1, n_embd=n_embd), tok),
-        reward_model=TargetWordReward("w15", config.max_new_tokens), config=config, train_dataset=prompts(256),
+        teacher=teacher,
+        student=StudentModel(make_lm(tok, seed=1, n_embd=n_embd), tok),
+        reward_model=TargetWordReward("w15", config.max_new_tokens),
+        config=config,
+        train_dataset=prompts(256),
         callbacks=[lambda e: isinstance(e, StepEvent) and stats.append(e.stats)],
     )
     trainer.train()
@@ -50,10 +56,26 @@ def main() -> None:
     tok = make_tokenizer()
     print(f"torch threads {args.threads}; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
 
-    curve = run(tok, 32, 30, "/tmp/tnd-toy", batch_size=16, mini_batch_size=8, ppo_epochs=2, learning_rate=3e-3, max_new_tokens=8,
-                kl_reference="initial_student", init_kl_coef=0.01, adap_kl_ctrl=False, distill_coef=0.0, use_teacher_demos=False)
+    curve = run(
+        tok,
+        32,
+        30,
+        "/tmp/tnd-toy",
+        batch_size=16,
+        mini_batch_size=8,
+        ppo_epochs=2,
+        learning_rate=3e-3,
+        max_new_tokens=8,
+        kl_reference="initial_student",
+        init_kl_coef=0.01,
+        adap_kl_ctrl=False,
+        distill_coef=0.0,
+        use_teacher_demos=False,
+    )
     rewards = [s["env/reward_mean"] for s in curve]
-    print(f"toy task (reward = share of w15), 30 steps, batch 16: mean reward first 5 steps {np.mean(rewards[:5]):.3f}, last 5 {np.mean(rewards[-5:]):.3f}")
+    print(
+        f"toy task (reward = share of w15), 30 steps, batch 16: mean reward first 5 steps {np.mean(rewards[:5]):.3f}, last 5 {np.mean(rewards[-5:]):.3f}"
+    )
     print("  curve:", " ".join(f"{r:.2f}" for r in rewards))
 
     base = dict(batch_size=64, mini_batch_size=16, ppo_epochs=4, max_new_tokens=16, learning_rate=1e-4)
@@ -64,10 +86,15 @@ def main() -> None:
     for n_embd in (32, 128):
         for name, extra in modes.items():
             stats = run(tok, n_embd, args.steps, "/tmp/tnd-bench", **base, **extra)[1:]  # step 1 warms up
-            phases = {k: np.mean([s[k] for s in stats]) for k in ("time/step", "time/rollout", "time/score", "time/teacher", "time/optimize")}
-            print(f"n_embd {n_embd:3d}, 2 layers, batch 64, mini 16, ppo_epochs 4, max_new_tokens 16, {name}: "
-                  f"{phases['time/step']:.2f} s/step (rollout {phases['time/rollout']:.2f}, score {phases['time/score']:.2f}, "
-                  f"teacher {phases['time/teacher']:.2f}, optimize {phases['time/optimize']:.2f})")
+            phases = {
+                k: np.mean([s[k] for s in stats])
+                for k in ("time/step", "time/rollout", "time/score", "time/teacher", "time/optimize")
+            }
+            print(
+                f"n_embd {n_embd:3d}, 2 layers, batch 64, mini 16, ppo_epochs 4, max_new_tokens 16, {name}: "
+                f"{phases['time/step']:.2f} s/step (rollout {phases['time/rollout']:.2f}, score {phases['time/score']:.2f}, "
+                f"teacher {phases['time/teacher']:.2f}, optimize {phases['time/optimize']:.2f})"
+            )
 
 
 if __name__ == "__main__":

@@ -93,7 +93,9 @@ def table(evaluations: list[dict]) -> str:
     return head + "\n".join(rows) + "\n"
 
 
-def report(evaluations: list[dict], info: dict, seconds: float, total_seconds: float, machine: str, command: str) -> str:
+def report(
+    evaluations: list[dict], info: dict, seconds: float, total_seconds: float, machine: str, command: str
+) -> str:
     """docs/INTEGRATION.md: what ran, on what, the bundle's own figures, the curve and the table."""
     m, spec, counts, config = info["metrics"], info["spec"], info["counts"], info["config"]
     start, end, teacher = evaluations[0], evaluations[-1], info["teacher_reference"]
@@ -143,7 +145,9 @@ directions on the tiny bundle with a small budget.
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out-dir", default=str(REPO / "docs"), help="Where the PNG and the JSON of the curve go.")
-    parser.add_argument("--run-dir", default=str(REPO / "outputs" / "integration"), help="The training run's output_dir.")
+    parser.add_argument(
+        "--run-dir", default=str(REPO / "outputs" / "integration"), help="The training run's output_dir."
+    )
     args = parser.parse_args()
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -154,7 +158,19 @@ def main() -> None:
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, load average {load:.1f} at the start"
     command = "python scripts/integration_run.py" + (f" --out-dir {args.out_dir}" if out != REPO / "docs" else "")
     plot(evaluations, out / "integration_curve.png")
-    (out / "integration_curve.json").write_text(json.dumps({"evaluations": evaluations, "run_seconds": seconds, "total_seconds": total, "bundle": info, "machine": machine, "command": command}, indent=1))
+    (out / "integration_curve.json").write_text(
+        json.dumps(
+            {
+                "evaluations": evaluations,
+                "run_seconds": seconds,
+                "total_seconds": total,
+                "bundle": info,
+                "machine": machine,
+                "command": command,
+            },
+            indent=1,
+        )
+    )
     (out / "INTEGRATION.md").write_text(report(evaluations, info, seconds, total, machine, command))
     print(table(evaluations))
     print(f"run time {seconds / 60:.1f} min ({total / 60:.1f} min in all); report in {out / 'INTEGRATION.md'}")

@@ -24,10 +24,35 @@ from trl.trainer import ppo_trainer as trl_ppo
 
 VARIANTS = {
     "plain": {},
-    "extra": dict(score_clip=1.5, whiten_rewards=True, kl_penalty="full", gradient_accumulation_steps=2, max_grad_norm=0.5, early_stopping=True, target_kl=0.002),
+    "extra": dict(
+        score_clip=1.5,
+        whiten_rewards=True,
+        kl_penalty="full",
+        gradient_accumulation_steps=2,
+        max_grad_norm=0.5,
+        early_stopping=True,
+        target_kl=0.002,
+    ),
 }
-BASE = dict(batch_size=8, mini_batch_size=4, ppo_epochs=3, learning_rate=1e-3, init_kl_coef=0.2, adap_kl_ctrl=True, target=6, horizon=10000,
-            gamma=1.0, lam=0.95, cliprange=0.2, cliprange_value=0.2, vf_coef=0.1, ratio_threshold=10.0, kl_penalty="kl", seed=0, max_grad_norm=None)
+BASE = dict(
+    batch_size=8,
+    mini_batch_size=4,
+    ppo_epochs=3,
+    learning_rate=1e-3,
+    init_kl_coef=0.2,
+    adap_kl_ctrl=True,
+    target=6,
+    horizon=10000,
+    gamma=1.0,
+    lam=0.95,
+    cliprange=0.2,
+    cliprange_value=0.2,
+    vf_coef=0.1,
+    ratio_threshold=10.0,
+    kl_penalty="kl",
+    seed=0,
+    max_grad_norm=None,
+)
 
 
 def _fix_trl_bugs(trainer: PPOTrainer) -> None:
@@ -35,7 +60,9 @@ def _fix_trl_bugs(trainer: PPOTrainer) -> None:
     trainer.model_params = [p for p in trainer.model.parameters() if p.requires_grad]
     # 2. whitened rewards were left non-zero on padding, where the GAE loop picked them up.
     original = trl_ppo.masked_whiten
-    trl_ppo.masked_whiten = lambda values, mask, shift_mean=True: original(values, mask, shift_mean) * (1 if shift_mean else mask)
+    trl_ppo.masked_whiten = lambda values, mask, shift_mean=True: (
+        original(values, mask, shift_mean) * (1 if shift_mean else mask)
+    )
 
 
 def record(variant: str, out: Path) -> None:
@@ -43,11 +70,24 @@ def record(variant: str, out: Path) -> None:
     vocab = {w: i for i, w in enumerate(["<pad>", "<eos>", "<unk>"] + [f"w{i}" for i in range(24)])}
     word_level = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     word_level.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=word_level, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=word_level, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
+    )
     tokenizer.padding_side = "right"  # TRL 0.11 passes no position ids: right padding keeps positions right
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=len(vocab), n_positions=64, n_embd=32, n_layer=2, n_head=2, resid_pdrop=0, embd_pdrop=0, attn_pdrop=0,
-                        bos_token_id=1, eos_token_id=1, pad_token_id=0)
+    config = GPT2Config(
+        vocab_size=len(vocab),
+        n_positions=64,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        resid_pdrop=0,
+        embd_pdrop=0,
+        attn_pdrop=0,
+        bos_token_id=1,
+        eos_token_id=1,
+        pad_token_id=0,
+    )
     GPT2LMHeadModel(config).save_pretrained(out / "init")
     tokenizer.save_pretrained(out / "init")
     model = AutoModelForCausalLMWithValueHead.from_pretrained(str(out / "init"), summary_dropout_prob=0.0)
@@ -62,12 +102,17 @@ def record(variant: str, out: Path) -> None:
     np.random.seed(0)
     for _ in range(2):
         queries = [torch.randint(3, len(vocab), (int(n),), generator=g) for n in torch.randint(2, 6, (8,), generator=g)]
-        responses = [torch.randint(3, len(vocab), (int(n),), generator=g) for n in torch.randint(1, 7, (8,), generator=g)]
+        responses = [
+            torch.randint(3, len(vocab), (int(n),), generator=g) for n in torch.randint(1, 7, (8,), generator=g)
+        ]
         scores = [torch.tensor(float(x)) for x in torch.randn(8, generator=g)]
         stats = trainer.step(queries, responses, scores)
         batches.append({"queries": queries, "responses": responses, "scores": torch.stack(scores)})
         all_stats.append({k: float(v) for k, v in stats.items() if np.ndim(v) == 0 and not k.startswith("time")})
-    torch.save({"batches": batches, "lm": model.pretrained_model.state_dict(), "value_head": model.v_head.state_dict()}, out / "result.pt")
+    torch.save(
+        {"batches": batches, "lm": model.pretrained_model.state_dict(), "value_head": model.v_head.state_dict()},
+        out / "result.pt",
+    )
     (out / "stats.json").write_text(json.dumps({"options": options, "stats": all_stats}, indent=1))
 
 

@@ -43,7 +43,9 @@ def test_bad_configs_are_refused_in_words(app):
     assert client.predict("alice", "batch_size: 10\nmini_batch_size: 4\n", api_name="/start_training").startswith(
         "error: batch_size=10 is invalid: must be a multiple of mini_batch_size"
     )
-    assert client.predict("alice", "stepz: 3", api_name="/start_training").startswith("error: stepz=3 is invalid: unknown option")
+    assert client.predict("alice", "stepz: 3", api_name="/start_training").startswith(
+        "error: stepz=3 is invalid: unknown option"
+    )
     assert client.predict("alice", "steps: [", api_name="/start_training").startswith("error: config_yaml=")
     assert client.predict("", RUN, api_name="/start_training").startswith("error: owner token is missing")
     assert status(client)["state"] in ("idle", "completed", "stopped", "failed")
@@ -59,7 +61,9 @@ def test_owner_controls_a_real_run_others_cannot(app):
 
     assert client.predict("bob", api_name="/stop_training").startswith("error: Only the session that started this job")
     assert client.predict("bob", api_name="/pause_training").startswith("error: Only the session")
-    assert client.predict("bob", RUN, api_name="/start_training").startswith("error: A training job started by another session")
+    assert client.predict("bob", RUN, api_name="/start_training").startswith(
+        "error: A training job started by another session"
+    )
 
     assert client.predict("alice", api_name="/pause_training") == "pause requested"
     paused = wait_for(client, lambda s: s["state"] == "paused", 60, "the pause")

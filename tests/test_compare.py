@@ -8,13 +8,13 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from tnd_tiny import make_classifier, make_lm, make_tokenizer
 
 from app.compare_tab import highlight
 from tnd_core.config import CustomPPOConfig
-from tnd_core.evaluation.compare import compare, per_token_kl
 from tnd_core.errors import ConfigError
+from tnd_core.evaluation.compare import compare, per_token_kl
 from tnd_core.models import RewardModel, StudentModel, TeacherModel
-from tnd_tiny import make_classifier, make_lm, make_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,9 @@ def test_per_token_kl_matches_a_hand_computation(models):
 def test_scores_are_the_reward_models_score_of_prompt_plus_text(models):
     tok, teacher, student, reward = models
     result = compare(teacher, student, reward, "w4 w5", CONFIG, seed=3)
-    expected = reward.score_texts([f"w4 w5 {result.teacher.text}".strip(), f"w4 w5 {result.student.text}".strip()]).tolist()
+    expected = reward.score_texts(
+        [f"w4 w5 {result.teacher.text}".strip(), f"w4 w5 {result.student.text}".strip()]
+    ).tolist()
     assert [result.teacher.score, result.student.score] == pytest.approx(expected)
     shown = [piece for piece, _ in result.tokens if piece.strip() not in tok.all_special_tokens]
     assert "".join(shown).strip() == result.student.text.strip()  # special tokens appear by name, the rest as text

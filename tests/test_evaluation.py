@@ -85,12 +85,20 @@ def test_word_surprisal_sums_the_pieces_of_a_word_split_into_several_tokens(ab_t
 
     vocab = ab_tokenizer.get_vocab()
     backend = Tokenizer(WordLevel(vocab=vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex("."), "isolated")])
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex("."), "isolated")]
+    )
     backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
-    characters = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+    characters = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
     model = FixedDistribution({4: 0.5, 5: 0.25, 2: 0.25}, len(ab_tokenizer))
     surprisals = word_surprisals(model, ["ab a", "bb"], characters)
-    assert surprisals == {"a": pytest.approx(1.0, rel=1e-5), "ab": pytest.approx(3.0, rel=1e-5), "bb": pytest.approx(4.0, rel=1e-5)}
+    assert surprisals == {
+        "a": pytest.approx(1.0, rel=1e-5),
+        "ab": pytest.approx(3.0, rel=1e-5),
+        "bb": pytest.approx(4.0, rel=1e-5),
+    }
 
 
 def test_teacher_student_kl_by_hand(ab_tokenizer):
@@ -148,7 +156,16 @@ def test_teacher_beats_the_from_scratch_student_on_every_metric(tiny_bundle, bun
     evaluator = bundle_evaluator(tiny_bundle, tokenizer=tokenizer, num_samples=48)
     of_teacher = evaluator(teacher, teacher)
     of_student = evaluator(student, teacher)
-    expected = {"eval/perplexity", "eval/word_surprisal", "eval/words_acquired", "eval/grammaticality", "eval/distinct_1", "eval/distinct_2", "eval/vocab_size", "eval/teacher_student_kl"}
+    expected = {
+        "eval/perplexity",
+        "eval/word_surprisal",
+        "eval/words_acquired",
+        "eval/grammaticality",
+        "eval/distinct_1",
+        "eval/distinct_2",
+        "eval/vocab_size",
+        "eval/teacher_student_kl",
+    }
     assert set(of_teacher) == set(of_student) == expected
     assert of_teacher["eval/teacher_student_kl"] == pytest.approx(0.0, abs=1e-5)
     assert of_student["eval/teacher_student_kl"] > 1.0
@@ -164,7 +181,9 @@ def test_wrappers_and_plain_models_give_the_same_numbers(tiny_bundle, bundle_mod
     teacher, student, tokenizer = bundle_models
     evaluator = bundle_evaluator(tiny_bundle, num_samples=16, tokenizer=tokenizer)
     plain = evaluator(student, teacher)
-    wrapped = bundle_evaluator(tiny_bundle, num_samples=16)(StudentModel(student, tokenizer), TeacherModel(teacher, tokenizer))
+    wrapped = bundle_evaluator(tiny_bundle, num_samples=16)(
+        StudentModel(student, tokenizer), TeacherModel(teacher, tokenizer)
+    )
     assert wrapped == pytest.approx(plain, rel=1e-5)
 
 
@@ -182,10 +201,14 @@ def test_the_trainer_emits_eval_events_every_eval_steps(tiny_bundle, tmp_path):
     from tnd_core.events import EvalEvent
     from tnd_core.pipeline import build_trainer
 
-    config = CustomPPOConfig.load(tiny_bundle.config).replace(steps=2, eval_steps=1, batch_size=4, mini_batch_size=4, ppo_epochs=1, save_steps=0, output_dir=str(tmp_path))
+    config = CustomPPOConfig.load(tiny_bundle.config).replace(
+        steps=2, eval_steps=1, batch_size=4, mini_batch_size=4, ppo_epochs=1, save_steps=0, output_dir=str(tmp_path)
+    )
     events = []
     trainer = build_trainer(config, callbacks=[events.append])
     trainer.train()
     evals = [e for e in events if isinstance(e, EvalEvent)]
     assert [e.step for e in evals] == [1, 2]
-    assert {"eval/grammaticality", "eval/words_acquired", "eval/teacher_student_kl", "eval/perplexity"} <= set(evals[0].metrics)
+    assert {"eval/grammaticality", "eval/words_acquired", "eval/teacher_student_kl", "eval/perplexity"} <= set(
+        evals[0].metrics
+    )

@@ -34,7 +34,14 @@ def _non_default(spec):
 def everything_changed() -> CustomPPOConfig:
     values = {s.name: _non_default(s) for s in field_specs()}
     # combinations the per-field rule cannot know about
-    values.update(batch_size=24, mini_batch_size=6, gradient_accumulation_steps=2, demo_score="0.5", optimizer_name="sgd", resume_from_checkpoint="latest")
+    values.update(
+        batch_size=24,
+        mini_batch_size=6,
+        gradient_accumulation_steps=2,
+        demo_score="0.5",
+        optimizer_name="sgd",
+        resume_from_checkpoint="latest",
+    )
     return CustomPPOConfig.from_dict(values)
 
 
@@ -136,7 +143,9 @@ def test_info_lists_allowed_values():
 
 
 def test_form_values_show_text_for_json_and_optional(form):
-    shown = dict(zip(form.names, form_values(CustomPPOConfig(score_clip=None, scheduler_kwargs={"power": 2.0}), form.names)))
+    shown = dict(
+        zip(form.names, form_values(CustomPPOConfig(score_clip=None, scheduler_kwargs={"power": 2.0}), form.names))
+    )
     assert shown["score_clip"] == "" and shown["scheduler_kwargs"] == '{"power": 2.0}'
     assert shown["batch_size"] == 16 and shown["adap_kl_ctrl"] is True
 

@@ -72,7 +72,11 @@ def test_health_warnings():
 
 
 def test_eval_figure_shows_teacher_student_kl_and_keeps_the_rest_a_click_away():
-    metrics = {"eval/vocab_size": [150.0, 160.0], "eval/teacher_student_kl": [2.0, 1.6], "eval/grammaticality": [0.0, 0.03]}
+    metrics = {
+        "eval/vocab_size": [150.0, 160.0],
+        "eval/teacher_student_kl": [2.0, 1.6],
+        "eval/grammaticality": [0.0, 0.03],
+    }
     fig = eval_figure([10, 20], metrics)
     visible = {t.name: t.visible for t in fig.data}
     assert visible == {"grammaticality": "legendonly", "teacher_student_kl": True, "vocab_size": "legendonly"}

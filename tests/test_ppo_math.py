@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from tnd_core.divergence import kd_divergence
+from tnd_core.trainers.ppo_trainer.batch import batch_from_lists
 from tnd_core.trainers.ppo_trainer.early_stopping import EarlyStopping
 from tnd_core.trainers.ppo_trainer.kl_control import AdaptiveKLController, FixedKLController, make_kl_controller
 from tnd_core.trainers.ppo_trainer.losses import (
@@ -27,14 +27,15 @@ from tnd_core.trainers.ppo_trainer.losses import (
     response_mask,
     value_loss,
 )
-from tnd_core.trainers.ppo_trainer.batch import batch_from_lists
 from tnd_core.trainers.ppo_trainer.score_processing import RunningMoments, ScoreProcessor, shape_scores
 
 T = torch.tensor
 
 
 def close(a, b, tol=1e-6):
-    return torch.allclose(torch.as_tensor(a, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32), atol=tol, rtol=0)
+    return torch.allclose(
+        torch.as_tensor(a, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32), atol=tol, rtol=0
+    )
 
 
 # ---------------------------------------------------------------------- masks
@@ -51,7 +52,9 @@ def test_response_mask_respects_valid_and_pad_equal_to_eos():
 
 
 def test_batch_layout_left_pads_queries_and_right_pads_responses():
-    batch = batch_from_lists([T([4, 5, 6]), T([7])], [T([8, 1]), T([9, 10, 11])], pad_id=0, eos_token_id=1, device="cpu")
+    batch = batch_from_lists(
+        [T([4, 5, 6]), T([7])], [T([8, 1]), T([9, 10, 11])], pad_id=0, eos_token_id=1, device="cpu"
+    )
     assert batch.input_ids.tolist() == [[4, 5, 6, 8, 1, 0], [0, 0, 7, 9, 10, 11]]
     assert batch.attention_mask.tolist() == [[1, 1, 1, 1, 1, 0], [0, 0, 1, 1, 1, 1]]
     assert batch.position_ids.tolist() == [[0, 1, 2, 3, 4, 4], [0, 0, 0, 1, 2, 3]]
@@ -65,13 +68,19 @@ def test_left_padding_does_not_change_the_logprobs():
     from tnd_core.models import StudentModel
 
     torch.manual_seed(0)
-    student = StudentModel(GPT2LMHeadModel(GPT2Config(vocab_size=20, n_positions=32, n_embd=16, n_layer=1, n_head=2))).eval()
+    student = StudentModel(
+        GPT2LMHeadModel(GPT2Config(vocab_size=20, n_positions=32, n_embd=16, n_layer=1, n_head=2))
+    ).eval()
     queries, responses = [T([4, 5, 6, 7]), T([8])], [T([9, 10]), T([11, 12])]
     batch = batch_from_lists(queries, responses, pad_id=0, eos_token_id=None, device="cpu")
-    logits, values = student(batch.input_ids, batch.attention_mask, batch.position_ids, logits_to_keep=batch.response_len + 1)
+    logits, values = student(
+        batch.input_ids, batch.attention_mask, batch.position_ids, logits_to_keep=batch.response_len + 1
+    )
     for i in range(2):
         alone = batch_from_lists([queries[i]], [responses[i]], pad_id=0, eos_token_id=None, device="cpu")
-        a_logits, a_values = student(alone.input_ids, alone.attention_mask, alone.position_ids, logits_to_keep=alone.response_len + 1)
+        a_logits, a_values = student(
+            alone.input_ids, alone.attention_mask, alone.position_ids, logits_to_keep=alone.response_len + 1
+        )
         assert close(logits[i], a_logits[0], 1e-5) and close(values[i], a_values[0], 1e-5)
 
 
@@ -114,7 +123,12 @@ def test_score_processor_state_round_trip():
 
 @pytest.mark.parametrize(
     "mode, baseline, expected",
-    [("none", 2.0, [1.0, 2.0, 4.0]), ("sub", 2.0, [-1.0, 0.0, 2.0]), ("div", 2.0, [0.5, 1.0, 2.0]), ("bin", 2.0, [-1.0, 2.0, 4.0])],
+    [
+        ("none", 2.0, [1.0, 2.0, 4.0]),
+        ("sub", 2.0, [-1.0, 0.0, 2.0]),
+        ("div", 2.0, [0.5, 1.0, 2.0]),
+        ("bin", 2.0, [-1.0, 2.0, 4.0]),
+    ],
 )
 def test_reward_shaping(mode, baseline, expected):
     assert close(shape_scores(T([1.0, 2.0, 4.0]), mode, baseline), expected)
@@ -197,7 +211,9 @@ def test_kd_divergences_at_temperature_by_hand():
     forward = sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
     reverse = sum(qi * math.log(qi / pi) for pi, qi in zip(p, q))
     m = [0.5 * pi + 0.5 * qi for pi, qi in zip(p, q)]
-    jsd = 0.5 * sum(pi * math.log(pi / mi) for pi, mi in zip(p, m)) + 0.5 * sum(qi * math.log(qi / mi) for qi, mi in zip(q, m))
+    jsd = 0.5 * sum(pi * math.log(pi / mi) for pi, mi in zip(p, m)) + 0.5 * sum(
+        qi * math.log(qi / mi) for qi, mi in zip(q, m)
+    )
     assert close(kd_loss(student, teacher, mask, "forward_kl", temperature), forward * 4, 1e-6)
     assert close(kd_loss(student, teacher, mask, "reverse_kl", temperature), reverse * 4, 1e-6)
     assert close(kd_loss(student, teacher, mask, "jsd", temperature, beta=0.5), jsd * 4, 1e-6)
@@ -221,7 +237,9 @@ def test_jsd_matches_trl_gkd(beta, monkeypatch):
     torch.manual_seed(0)
     student, teacher = torch.randn(2, 5, 11), torch.randn(2, 5, 11)
     ours = kd_divergence(student, teacher, "jsd", temperature=1.5, beta=beta).mean()
-    theirs = GKDTrainer.generalized_jsd_loss(student, teacher, beta=beta, temperature=1.5, reduction="none").sum(-1).mean()
+    theirs = (
+        GKDTrainer.generalized_jsd_loss(student, teacher, beta=beta, temperature=1.5, reduction="none").sum(-1).mean()
+    )
     assert close(ours, theirs, 1e-5)
 
 
@@ -267,9 +285,22 @@ def test_run_level_patience():
 # ---------------------------------------------------------------------- a whole step against TRL 0.11.4
 TRL_DATA = Path(__file__).parent / "data" / "trl011"
 COMPARED = [
-    "ppo/loss/policy", "ppo/loss/value", "ppo/loss/total", "objective/kl", "objective/kl_coef", "objective/entropy",
-    "ppo/policy/entropy", "ppo/policy/approxkl", "ppo/policy/policykl", "ppo/policy/clipfrac", "ppo/val/vpred",
-    "ppo/val/error", "ppo/val/clipfrac", "ppo/returns/mean", "ppo/mean_scores", "ppo/mean_non_score_reward",
+    "ppo/loss/policy",
+    "ppo/loss/value",
+    "ppo/loss/total",
+    "objective/kl",
+    "objective/kl_coef",
+    "objective/entropy",
+    "ppo/policy/entropy",
+    "ppo/policy/approxkl",
+    "ppo/policy/policykl",
+    "ppo/policy/clipfrac",
+    "ppo/val/vpred",
+    "ppo/val/error",
+    "ppo/val/clipfrac",
+    "ppo/returns/mean",
+    "ppo/mean_scores",
+    "ppo/mean_non_score_reward",
 ]
 
 
@@ -289,7 +320,12 @@ def test_step_matches_recorded_trl_0_11(variant, tmp_path):
     student.v_head.load_state_dict(torch.load(root / "init_value_head.pt"))
     options = {k: v for k, v in recorded["options"].items()}
     config = CustomPPOConfig(
-        **options, optimizer_name="adam", kl_reference="initial_student", distill_coef=0.0, use_teacher_demos=False, output_dir=str(tmp_path)
+        **options,
+        optimizer_name="adam",
+        kl_reference="initial_student",
+        distill_coef=0.0,
+        use_teacher_demos=False,
+        output_dir=str(tmp_path),
     )
     trainer = CustomPPOTrainer(student=student, config=config)
     np.random.seed(0)  # TRL 0.11 shuffles mini-batches with numpy's global generator

@@ -358,11 +358,12 @@ class SpyTrainer:
 
 
 def test_the_app_runs_and_compares_without_touching_the_trainer(monkeypatch, tmp_path):
+    from tnd_tiny import make_classifier, make_lm, make_tokenizer
+
     import tnd_core.pipeline
     from app.context import AppContext, BundleManager
     from app.services import run_compare, training_run_function
     from tnd_core.models import RewardModel, StudentModel, TeacherModel
-    from tnd_tiny import make_classifier, make_lm, make_tokenizer
 
     tok = make_tokenizer()
     student, teacher = StudentModel(make_lm(tok, seed=1), tok), TeacherModel(make_lm(tok, seed=2), tok)
@@ -406,8 +407,16 @@ def test_real_run_on_the_tiny_bundle_learns_and_compares(tiny_bundle, tmp_path):
     ctx = make_context()  # the app's runner: the bundle-aware run function around tnd_core.pipeline.run_training
     steps = 6
     config = ctx.initial_config().replace(
-        steps=steps, batch_size=8, mini_batch_size=4, ppo_epochs=2, max_new_tokens=8, learning_rate=3e-3,
-        output_dir=str(tmp_path / "real"), save_steps=0, logging_steps=1, eval_steps=0,
+        steps=steps,
+        batch_size=8,
+        mini_batch_size=4,
+        ppo_epochs=2,
+        max_new_tokens=8,
+        learning_rate=3e-3,
+        output_dir=str(tmp_path / "real"),
+        save_steps=0,
+        logging_steps=1,
+        eval_steps=0,
     )
     ctx.runner.start(config, "alice")
     assert ctx.runner.join(300)

@@ -12,19 +12,42 @@ import torch
 from tnd_tiny import ConstantReward, TargetWordReward, make_classifier, make_lm, one_torch_thread, prompts  # noqa: F401
 
 from tnd_core.config import CustomPPOConfig
-from tnd_core.errors import ConfigError
+from tnd_core.errors import ConfigError, TrainingDiverged
 from tnd_core.events import CheckpointEvent, ErrorEvent, EvalEvent, RolloutEvent, StatusEvent, StepEvent
 from tnd_core.models import RewardModel, StudentModel, TeacherModel
 from tnd_core.trainers import CustomPPOTrainer
 from tnd_core.trainers.ppo_trainer import checkpoint
-from tnd_core.errors import TrainingDiverged
 
 SPEC_STATS = [
-    "env/reward_mean", "env/reward_std", "env/demo_reward_mean", "objective/kl", "objective/kl_coef", "ppo/loss/policy",
-    "ppo/loss/value", "ppo/loss/distill", "ppo/loss/clm", "ppo/loss/total", "ppo/policy/entropy", "ppo/policy/approxkl",
-    "ppo/policy/policykl", "ppo/policy/clipfrac", "ppo/val/vpred", "ppo/val/error", "ppo/val/clipfrac", "ppo/returns/mean",
-    "ppo/learning_rate", "ppo/early_stopped", "ppo/epochs_run", "tokens/response_len_mean", "time/rollout", "time/score",
-    "time/optimize", "time/teacher", "perf/samples_per_s", "perf/tokens_per_s", "distill/teacher_student_kl",
+    "env/reward_mean",
+    "env/reward_std",
+    "env/demo_reward_mean",
+    "objective/kl",
+    "objective/kl_coef",
+    "ppo/loss/policy",
+    "ppo/loss/value",
+    "ppo/loss/distill",
+    "ppo/loss/clm",
+    "ppo/loss/total",
+    "ppo/policy/entropy",
+    "ppo/policy/approxkl",
+    "ppo/policy/policykl",
+    "ppo/policy/clipfrac",
+    "ppo/val/vpred",
+    "ppo/val/error",
+    "ppo/val/clipfrac",
+    "ppo/returns/mean",
+    "ppo/learning_rate",
+    "ppo/early_stopped",
+    "ppo/epochs_run",
+    "tokens/response_len_mean",
+    "time/rollout",
+    "time/score",
+    "time/optimize",
+    "time/teacher",
+    "perf/samples_per_s",
+    "perf/tokens_per_s",
+    "distill/teacher_student_kl",
 ]
 
 
@@ -46,8 +69,16 @@ class Recorder:
 
 def build(tmp_path, tok, *, teacher=True, reward=None, callbacks=(), student=None, **overrides):
     options = dict(
-        learning_rate=1e-3, batch_size=8, mini_batch_size=4, ppo_epochs=2, max_new_tokens=6, steps=3,
-        output_dir=str(tmp_path / "run"), save_steps=0, logging_steps=1, seed=0,
+        learning_rate=1e-3,
+        batch_size=8,
+        mini_batch_size=4,
+        ppo_epochs=2,
+        max_new_tokens=6,
+        steps=3,
+        output_dir=str(tmp_path / "run"),
+        save_steps=0,
+        logging_steps=1,
+        seed=0,
     )
     options.update(overrides)
     config = CustomPPOConfig(**options)
@@ -78,8 +109,13 @@ def test_seed_example_runs_verbatim(tmp_path, monkeypatch, tok):
     from tnd_core.trainers import CustomPPOConfig, CustomPPOTrainer
 
     config = CustomPPOConfig(learning_rate=1e-5, batch_size=8, mini_batch_size=4, early_stopping=True, target_kl=0.1)
-    trainer = CustomPPOTrainer(teacher=teacher_model, student=student_model, reward_model=reward_model,
-                               config=config, train_dataset=train_dataset)
+    trainer = CustomPPOTrainer(
+        teacher=teacher_model,
+        student=student_model,
+        reward_model=reward_model,
+        config=config,
+        train_dataset=train_dataset,
+    )
     seen = Recorder()
     trainer.add_callback(seen)
     trainer.add_callback(lambda e: isinstance(e, StepEvent) and e.step == 2 and trainer.control.request_stop())
@@ -100,8 +136,20 @@ def test_ppo_raises_the_reward_on_the_toy_task(tmp_path, tok):
     """Reward = share of the word w15 in the response (prompts never contain it)."""
     seen = Recorder()
     trainer = build(
-        tmp_path, tok, teacher=False, callbacks=[seen], steps=30, batch_size=16, mini_batch_size=8, learning_rate=3e-3,
-        max_new_tokens=8, kl_reference="initial_student", init_kl_coef=0.01, adap_kl_ctrl=False, distill_coef=0.0, use_teacher_demos=False,
+        tmp_path,
+        tok,
+        teacher=False,
+        callbacks=[seen],
+        steps=30,
+        batch_size=16,
+        mini_batch_size=8,
+        learning_rate=3e-3,
+        max_new_tokens=8,
+        kl_reference="initial_student",
+        init_kl_coef=0.01,
+        adap_kl_ctrl=False,
+        distill_coef=0.0,
+        use_teacher_demos=False,
     )
     trainer.train()
     rewards = [e.stats["env/reward_mean"] for e in seen.kind(StepEvent)]
@@ -113,8 +161,19 @@ def test_ppo_raises_the_reward_on_the_toy_task(tmp_path, tok):
 def test_distillation_with_reward_off_lowers_teacher_student_kl(tmp_path, tok):
     seen = Recorder()
     trainer = build(
-        tmp_path, tok, reward=ConstantReward(), callbacks=[seen], steps=30, batch_size=16, mini_batch_size=8, learning_rate=3e-3,
-        max_new_tokens=8, distill_coef=5.0, init_kl_coef=0.0, adap_kl_ctrl=False, use_teacher_demos=False,
+        tmp_path,
+        tok,
+        reward=ConstantReward(),
+        callbacks=[seen],
+        steps=30,
+        batch_size=16,
+        mini_batch_size=8,
+        learning_rate=3e-3,
+        max_new_tokens=8,
+        distill_coef=5.0,
+        init_kl_coef=0.0,
+        adap_kl_ctrl=False,
+        use_teacher_demos=False,
     )
     trainer.train()
     kls = [e.stats["distill/teacher_student_kl"] for e in seen.kind(StepEvent)]
@@ -146,8 +205,20 @@ def test_one_teacher_forward_serves_kl_and_distillation_across_epochs(tmp_path, 
 
 
 def test_full_tnd_step_reports_every_loss(tmp_path, tok):
-    trainer = build(tmp_path, tok, steps=1, use_teacher_demos=True, demo_score="0.75", clm_coef=0.5, entropy_coef=0.01,
-                    divergence="jsd", distill_temperature=2.0, reward_shaping="sub", shaping_baseline=0.1, optimize_device_cache=True)
+    trainer = build(
+        tmp_path,
+        tok,
+        steps=1,
+        use_teacher_demos=True,
+        demo_score="0.75",
+        clm_coef=0.5,
+        entropy_coef=0.01,
+        divergence="jsd",
+        distill_temperature=2.0,
+        reward_shaping="sub",
+        shaping_baseline=0.1,
+        optimize_device_cache=True,
+    )
     stats = trainer.train()["stats"]
     assert stats["env/demo_reward_mean"] == pytest.approx(0.75)
     assert stats["ppo/loss/distill"] > 0 and stats["ppo/loss/clm"] > 0
@@ -156,7 +227,9 @@ def test_full_tnd_step_reports_every_loss(tmp_path, tok):
 
 
 def test_initial_student_reference_starts_at_zero_kl_and_stays_frozen(tmp_path, tok):
-    trainer = build(tmp_path, tok, teacher=False, steps=2, kl_reference="initial_student", distill_coef=0.0, use_teacher_demos=False)
+    trainer = build(
+        tmp_path, tok, teacher=False, steps=2, kl_reference="initial_student", distill_coef=0.0, use_teacher_demos=False
+    )
     before = [p.clone() for p in trainer.ref_model.parameters()]
     seen = Recorder()
     trainer.add_callback(seen)
@@ -172,8 +245,18 @@ def test_early_stopping_cuts_the_remaining_epochs(tmp_path, tok):
     responses = [torch.randint(3, 27, (5,), generator=g) for _ in range(8)]
     scores = torch.randn(8, generator=g)
     for early_stopping, expected_epochs in ((True, 1.0), (False, 4.0)):
-        trainer = build(tmp_path, tok, teacher=False, kl_reference="initial_student", distill_coef=0.0, use_teacher_demos=False,
-                        ppo_epochs=4, learning_rate=1e-2, early_stopping=early_stopping, target_kl=1e-4)
+        trainer = build(
+            tmp_path,
+            tok,
+            teacher=False,
+            kl_reference="initial_student",
+            distill_coef=0.0,
+            use_teacher_demos=False,
+            ppo_epochs=4,
+            learning_rate=1e-2,
+            early_stopping=early_stopping,
+            target_kl=1e-4,
+        )
         np.random.seed(0)
         stats = trainer.step(queries, responses, scores)
         assert stats["ppo/epochs_run"] == expected_epochs and stats["ppo/early_stopped"] == float(early_stopping)
@@ -181,8 +264,17 @@ def test_early_stopping_cuts_the_remaining_epochs(tmp_path, tok):
 
 @pytest.mark.parametrize("threshold, skipped", [(1e-3, True), (10.0, False)])
 def test_ratio_threshold_skips_the_minibatch(tmp_path, tok, threshold, skipped):
-    trainer = build(tmp_path, tok, teacher=False, kl_reference="initial_student", distill_coef=0.0, use_teacher_demos=False,
-                    optimizer_name="sgd", learning_rate=0.1, ratio_threshold=threshold)
+    trainer = build(
+        tmp_path,
+        tok,
+        teacher=False,
+        kl_reference="initial_student",
+        distill_coef=0.0,
+        use_teacher_demos=False,
+        optimizer_name="sgd",
+        learning_rate=0.1,
+        ratio_threshold=threshold,
+    )
     before = [p.clone() for p in trainer.student.parameters()]
     queries = [torch.tensor([3, 4, 5])] * 8
     responses = [torch.tensor([6, 7])] * 8
@@ -202,12 +294,23 @@ def test_clm_steps_interleave_with_ppo_steps(tmp_path, tok):
 
 # ---------------------------------------------------------------------- checkpoints and resume
 def test_resume_continues_exactly_like_the_uninterrupted_run(tmp_path, tok):
-    overrides = dict(steps=3, save_steps=2, clm_per_step=1, ppo_per_step=2, use_score_scaling=True, use_score_norm=True,
-                     scheduler_name="linear", warmup=1, entropy_coef=0.01)
+    overrides = dict(
+        steps=3,
+        save_steps=2,
+        clm_per_step=1,
+        ppo_per_step=2,
+        use_score_scaling=True,
+        use_score_norm=True,
+        scheduler_name="linear",
+        warmup=1,
+        entropy_coef=0.01,
+    )
     full = Recorder()
     build(tmp_path / "a", tok, callbacks=[full], **overrides).train()
     resumed = Recorder()
-    build(tmp_path / "b", tok, callbacks=[resumed], **overrides).train(resume_from_checkpoint=str(tmp_path / "a/run/checkpoint-2"))
+    build(tmp_path / "b", tok, callbacks=[resumed], **overrides).train(
+        resume_from_checkpoint=str(tmp_path / "a/run/checkpoint-2")
+    )
     assert [e.step for e in resumed.kind(StepEvent)] == [3]
     expected, got = numeric(full.kind(StepEvent)[-1].stats), numeric(resumed.kind(StepEvent)[-1].stats)
     assert expected.keys() == got.keys()
@@ -328,15 +431,30 @@ def test_events_metrics_and_evaluator(tmp_path, tok):
 
 
 # ---------------------------------------------------------------------- setup choices and validation
-@pytest.mark.parametrize("name, cls", [("adamw", "AdamW"), ("adam", "Adam"), ("sgd", "SGD"), ("adafactor", "Adafactor"), ("RMSprop", "RMSprop")])
+@pytest.mark.parametrize(
+    "name, cls",
+    [("adamw", "AdamW"), ("adam", "Adam"), ("sgd", "SGD"), ("adafactor", "Adafactor"), ("RMSprop", "RMSprop")],
+)
 def test_optimizer_by_name(tmp_path, tok, name, cls):
-    trainer = build(tmp_path, tok, optimizer_name=name, optimizer_kwargs={"weight_decay": 0.01} if name != "adafactor" else {})
+    trainer = build(
+        tmp_path, tok, optimizer_name=name, optimizer_kwargs={"weight_decay": 0.01} if name != "adafactor" else {}
+    )
     assert type(trainer.optimizer.optimizer).__name__ == cls
 
 
 def test_linear_schedule_with_warmup(tmp_path, tok):
-    trainer = build(tmp_path, tok, teacher=False, kl_reference="initial_student", distill_coef=0.0, use_teacher_demos=False,
-                    steps=2, ppo_epochs=1, scheduler_name="linear", warmup=2)
+    trainer = build(
+        tmp_path,
+        tok,
+        teacher=False,
+        kl_reference="initial_student",
+        distill_coef=0.0,
+        use_teacher_demos=False,
+        steps=2,
+        ppo_epochs=1,
+        scheduler_name="linear",
+        warmup=2,
+    )
     # 2 steps * 1 epoch * 8 samples / 4 per update = 4 optimizer steps, the first 2 warming up.
     assert trainer.total_optimizer_steps() == 4
     lrs = [trainer.optimizer.param_groups[0]["lr"]]
@@ -368,15 +486,48 @@ def _not_a_multiple(trainer):
         (lambda tmp, tok: _bad_step_inputs(build(tmp, tok)), "queries"),
         (lambda tmp, tok: _not_a_multiple(build(tmp, tok)), "queries"),
         (lambda tmp, tok: build(tmp, tok, teacher=False), "teacher"),
-        (lambda tmp, tok: CustomPPOTrainer(student=StudentModel(make_lm(tok), tok), config=CustomPPOConfig(kl_reference="initial_student", distill_coef=0.0, use_teacher_demos=False, output_dir=str(tmp))).train(prompts(8)), "reward_model"),
-        (lambda tmp, tok: CustomPPOTrainer(student=StudentModel(make_lm(tok), tok), reward_model=ConstantReward(), config=CustomPPOConfig(kl_reference="initial_student", distill_coef=0.0, use_teacher_demos=False)).train(), "train_dataset"),
-        (lambda tmp, tok: build(tmp, tok).train(__import__("datasets").Dataset.from_dict({"text": ["w1"]})), "prompt_column"),
-        (lambda tmp, tok: build(tmp, tok, optimizer_name="sgd", optimizer_kwargs={"betas": (0.9, 0.99)}), "optimizer_kwargs"),
-        (lambda tmp, tok: build(tmp, tok, scheduler_name="polynomial", scheduler_kwargs={"bogus": 1}), "scheduler_kwargs"),
-        (lambda tmp, tok: build(tmp, tok, resume_from_checkpoint=str(tmp / "missing")).train(), "resume_from_checkpoint"),
+        (
+            lambda tmp, tok: CustomPPOTrainer(
+                student=StudentModel(make_lm(tok), tok),
+                config=CustomPPOConfig(
+                    kl_reference="initial_student", distill_coef=0.0, use_teacher_demos=False, output_dir=str(tmp)
+                ),
+            ).train(prompts(8)),
+            "reward_model",
+        ),
+        (
+            lambda tmp, tok: CustomPPOTrainer(
+                student=StudentModel(make_lm(tok), tok),
+                reward_model=ConstantReward(),
+                config=CustomPPOConfig(kl_reference="initial_student", distill_coef=0.0, use_teacher_demos=False),
+            ).train(),
+            "train_dataset",
+        ),
+        (
+            lambda tmp, tok: build(tmp, tok).train(__import__("datasets").Dataset.from_dict({"text": ["w1"]})),
+            "prompt_column",
+        ),
+        (
+            lambda tmp, tok: build(tmp, tok, optimizer_name="sgd", optimizer_kwargs={"betas": (0.9, 0.99)}),
+            "optimizer_kwargs",
+        ),
+        (
+            lambda tmp, tok: build(tmp, tok, scheduler_name="polynomial", scheduler_kwargs={"bogus": 1}),
+            "scheduler_kwargs",
+        ),
+        (
+            lambda tmp, tok: build(tmp, tok, resume_from_checkpoint=str(tmp / "missing")).train(),
+            "resume_from_checkpoint",
+        ),
         (lambda tmp, tok: CustomPPOTrainer(student=StudentModel(make_lm(tok), tok), config={"steps": 1}), "config"),
         (lambda tmp, tok: build(tmp, tok, max_new_tokens=62).train(["w1 w2 w3"] * 8), "max_new_tokens"),
-        (lambda tmp, tok: CustomPPOTrainer(student=make_lm(tok), config=CustomPPOConfig(kl_reference="initial_student", distill_coef=0.0, use_teacher_demos=False)), "tokenizer"),
+        (
+            lambda tmp, tok: CustomPPOTrainer(
+                student=make_lm(tok),
+                config=CustomPPOConfig(kl_reference="initial_student", distill_coef=0.0, use_teacher_demos=False),
+            ),
+            "tokenizer",
+        ),
     ],
 )
 def test_bad_inputs_raise_a_config_error_naming_the_field(tmp_path, tok, make, field):
@@ -400,17 +551,44 @@ def test_missing_tracker_package_is_named(tmp_path, tok):
 def test_tnd_train_runs_from_local_model_folders_and_a_prompt_file(tmp_path, tok):
     from tnd_core.cli import main
 
-    for name, model in (("teacher", make_lm(tok, seed=5)), ("student", make_lm(tok, seed=1)), ("reward", make_classifier(tok))):
+    for name, model in (
+        ("teacher", make_lm(tok, seed=5)),
+        ("student", make_lm(tok, seed=1)),
+        ("reward", make_classifier(tok)),
+    ):
         model.save_pretrained(tmp_path / name)
         tok.save_pretrained(tmp_path / name)
     (tmp_path / "prompts.jsonl").write_text("".join(json.dumps({"question": p}) + "\n" for p in prompts(12)))
     args = [
-        "train", "--teacher_name_or_path", str(tmp_path / "teacher"), "--student_name_or_path", str(tmp_path / "student"),
-        "--reward_model_name_or_path", str(tmp_path / "reward"), "--dataset_name_or_path", str(tmp_path / "prompts.jsonl"),
-        "--prompt_column", "question", "--steps", "2", "--batch_size", "4", "--mini_batch_size", "2", "--ppo_epochs", "1",
-        "--max_new_tokens", "4", "--output_dir", str(tmp_path / "out"), "--save_steps", "0",
+        "train",
+        "--teacher_name_or_path",
+        str(tmp_path / "teacher"),
+        "--student_name_or_path",
+        str(tmp_path / "student"),
+        "--reward_model_name_or_path",
+        str(tmp_path / "reward"),
+        "--dataset_name_or_path",
+        str(tmp_path / "prompts.jsonl"),
+        "--prompt_column",
+        "question",
+        "--steps",
+        "2",
+        "--batch_size",
+        "4",
+        "--mini_batch_size",
+        "2",
+        "--ppo_epochs",
+        "1",
+        "--max_new_tokens",
+        "4",
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--save_steps",
+        "0",
     ]
     assert main(args) == 0
     assert checkpoint.list_checkpoints(tmp_path / "out") == [tmp_path / "out/checkpoint-2"]
     assert len((tmp_path / "out/metrics.jsonl").read_text().splitlines()) == 2
-    assert main(args[:-4] + ["--output_dir", str(tmp_path / "out2"), "--prompt_column", "missing"]) == 2  # a user error, not a traceback
+    assert (
+        main(args[:-4] + ["--output_dir", str(tmp_path / "out2"), "--prompt_column", "missing"]) == 2
+    )  # a user error, not a traceback

@@ -22,13 +22,24 @@ def make_tokenizer(n_words: int = 24) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
 
 
-def make_lm(tokenizer: PreTrainedTokenizerFast, seed: int = 0, n_embd: int = 32, initializer_range: float = 0.02) -> GPT2LMHeadModel:
+def make_lm(
+    tokenizer: PreTrainedTokenizerFast, seed: int = 0, n_embd: int = 32, initializer_range: float = 0.02
+) -> GPT2LMHeadModel:
     """2-layer GPT-2 over the tokenizer's vocabulary, no dropout."""
     torch.manual_seed(seed)
     config = GPT2Config(
-        vocab_size=len(tokenizer), n_positions=64, n_embd=n_embd, n_layer=2, n_head=2,
-        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, initializer_range=initializer_range,
+        vocab_size=len(tokenizer),
+        n_positions=64,
+        n_embd=n_embd,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        initializer_range=initializer_range,
     )
     return GPT2LMHeadModel(config)
 
@@ -36,8 +47,15 @@ def make_lm(tokenizer: PreTrainedTokenizerFast, seed: int = 0, n_embd: int = 32,
 def make_classifier(tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> GPT2ForSequenceClassification:
     torch.manual_seed(seed)
     config = GPT2Config(
-        vocab_size=len(tokenizer), n_positions=64, n_embd=32, n_layer=2, n_head=2, num_labels=1,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        n_positions=64,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        num_labels=1,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     return GPT2ForSequenceClassification(config)
 

@@ -88,8 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     config.set_defaults(func=_cmd_config)
 
     bundle = sub.add_parser("bundle", help="Build the embedded baby-language bundle (teacher, reward models, data).")
-    bundle.add_argument("--size", default=None, choices=("tiny", "default"), help="tiny: a minute, for tests; default: the product bundle (default: $TND_BUNDLE_SIZE or 'default').")
-    bundle.add_argument("--cache_dir", default=None, help="Where to build it (default: $TND_CACHE_DIR or ~/.cache/tnd_studio).")
+    bundle.add_argument(
+        "--size",
+        default=None,
+        choices=("tiny", "default"),
+        help="tiny: a minute, for tests; default: the product bundle (default: $TND_BUNDLE_SIZE or 'default').",
+    )
+    bundle.add_argument(
+        "--cache_dir", default=None, help="Where to build it (default: $TND_CACHE_DIR or ~/.cache/tnd_studio)."
+    )
     bundle.add_argument("--force", action="store_true", help="Rebuild even if a current bundle exists.")
     bundle.set_defaults(func=_cmd_bundle)
 

@@ -20,7 +20,14 @@ sys.path.insert(0, str(HERE.parents[1]))
 
 from benchmarks.app_server import running_app  # noqa: E402  (the launcher of `python app.py` the tests use)
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def main() -> None:
@@ -39,7 +46,9 @@ def main() -> None:
         page.wait_for_selector("#btn-start:not([disabled])")
         page.locator("#btn-start").click()
         page.wait_for_function(
-            f"() => Number(document.querySelector('#train-progress').dataset.step) >= {args.at_step}", timeout=3_600_000, polling=1000
+            f"() => Number(document.querySelector('#train-progress').dataset.step) >= {args.at_step}",
+            timeout=3_600_000,
+            polling=1000,
         )
         time.sleep(3)  # let the plots finish drawing the step
         page.screenshot(path=str(HERE / "train_tab.png"), full_page=True)
@@ -47,12 +56,16 @@ def main() -> None:
         page.get_by_role("tab", name="Compare").click()
         page.locator("#compare-prompt textarea").fill(args.prompt)
         page.locator("#btn-compare").click()
-        page.wait_for_function("() => document.querySelector('#compare-note').innerText.includes('current run at step')", timeout=600_000)
+        page.wait_for_function(
+            "() => document.querySelector('#compare-note').innerText.includes('current run at step')", timeout=600_000
+        )
         time.sleep(1)
         page.screenshot(path=str(HERE / "compare_tab.png"), full_page=True)
         page.get_by_role("tab", name="Train").click()
         page.locator("#btn-stop").click()
-        page.wait_for_function("() => /^(Stopped|Completed)/.test(document.querySelector('#train-status').innerText)", timeout=600_000)
+        page.wait_for_function(
+            "() => /^(Stopped|Completed)/.test(document.querySelector('#train-status').innerText)", timeout=600_000
+        )
         browser.close()
     print(f"wrote {HERE / 'train_tab.png'} and {HERE / 'compare_tab.png'}")
 

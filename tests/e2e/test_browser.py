@@ -20,7 +20,14 @@ from benchmarks.app_server import REPO, running_app
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 ARTIFACTS = REPO / "tests" / "artifacts"
 DOC_SHOTS = REPO / "docs" / "screenshots"
 VIEWPORT = {"width": 1400, "height": 1000}
@@ -105,12 +112,17 @@ def test_config_problems_show_next_to_the_field(browser, app):
     field = page.locator("#cfg-batch_size")
     field.locator("input").fill("10")
     field.locator("input").press("Tab")
-    page.wait_for_function("() => document.querySelector('#cfg-batch_size').innerText.includes('must be a multiple of mini_batch_size')", timeout=30_000)
+    page.wait_for_function(
+        "() => document.querySelector('#cfg-batch_size').innerText.includes('must be a multiple of mini_batch_size')",
+        timeout=30_000,
+    )
     assert "tnd-invalid" in field.get_attribute("class")
     assert "batch_size" in page.locator("#config-check").inner_text()
     go(page, "Train")
     page.locator("#btn-start").click()
-    page.wait_for_function("() => document.querySelector('#train-message').innerText.includes('problems')", timeout=30_000)
+    page.wait_for_function(
+        "() => document.querySelector('#train-message').innerText.includes('problems')", timeout=30_000
+    )
     assert "batch_size" in page.locator("#train-message").inner_text()
     context.close()
 
@@ -125,7 +137,9 @@ def test_train_watch_pause_resume_compare_stop(browser, app):
         set_option(page, name, value)
     set_option(page, "max_new_tokens", 8, accordion="Generation")
     set_option(page, "eval_steps", 0, accordion="Run")
-    page.wait_for_function("() => document.querySelector('#config-check').innerText.includes('Config OK')", timeout=30_000)
+    page.wait_for_function(
+        "() => document.querySelector('#config-check').innerText.includes('Config OK')", timeout=30_000
+    )
 
     go(page, "Train")
     page.wait_for_selector("#btn-start:not([disabled])")
@@ -143,13 +157,17 @@ def test_train_watch_pause_resume_compare_stop(browser, app):
     viewer_ctx = browser.new_context(viewport=VIEWPORT)
     viewer = open_app(viewer_ctx, url)
     go(viewer, "Train")
-    viewer.wait_for_function("() => document.querySelector('#train-role').innerText.includes('read-only')", timeout=60_000)
+    viewer.wait_for_function(
+        "() => document.querySelector('#train-role').innerText.includes('read-only')", timeout=60_000
+    )
     for button in ("#btn-stop", "#btn-pause", "#btn-start"):
         assert viewer.locator(button).is_disabled(), button
     wait_until(lambda: viewer.evaluate(PLOT_POINTS_JS, "plot-reward") > 0, 60, "the viewer's plots")
 
     page.locator("#btn-pause").click()
-    page.wait_for_function("() => document.querySelector('#train-status').innerText.startsWith('Paused')", timeout=60_000)
+    page.wait_for_function(
+        "() => document.querySelector('#train-status').innerText.startsWith('Paused')", timeout=60_000
+    )
     paused_at = step_of(page)
     time.sleep(3)
     assert step_of(page) == paused_at, "no step while paused"
@@ -162,7 +180,9 @@ def test_train_watch_pause_resume_compare_stop(browser, app):
     go(viewer, "Compare")
     viewer.locator("#compare-prompt textarea").fill("the dog")
     viewer.locator("#btn-compare").click()
-    viewer.wait_for_function("() => document.querySelector('#compare-note').innerText.includes('current run at step')", timeout=90_000)
+    viewer.wait_for_function(
+        "() => document.querySelector('#compare-note').innerText.includes('current run at step')", timeout=90_000
+    )
     assert viewer.locator("#compare-teacher textarea").input_value().strip()
     assert "reward" in viewer.locator("#compare-teacher-score").inner_text()
     assert "reward" in viewer.locator("#compare-student-score").inner_text()
@@ -172,11 +192,15 @@ def test_train_watch_pause_resume_compare_stop(browser, app):
     page.reload()
     page.wait_for_selector("#load-models", timeout=60_000)
     go(page, "Train")
-    page.wait_for_function("() => document.querySelector('#train-role').innerText.includes('You started this job')", timeout=60_000)
+    page.wait_for_function(
+        "() => document.querySelector('#train-role').innerText.includes('You started this job')", timeout=60_000
+    )
     page.wait_for_function("() => !document.querySelector('#btn-stop').disabled", timeout=60_000)
 
     page.locator("#btn-stop").click()
-    page.wait_for_function("() => document.querySelector('#train-status').innerText.startsWith('Stopped')", timeout=120_000)
+    page.wait_for_function(
+        "() => document.querySelector('#train-status').innerText.startsWith('Stopped')", timeout=120_000
+    )
     stopped_at = step_of(page)
     assert 0 < stopped_at < 400
     checkpoints = sorted(workdir.rglob("checkpoint-*"))
@@ -184,6 +208,8 @@ def test_train_watch_pause_resume_compare_stop(browser, app):
     viewer.wait_for_function("() => !document.querySelector('#btn-start').disabled", timeout=60_000)
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    (ARTIFACTS / "browser_timings.json").write_text(json.dumps({"start_to_first_point_s": first_point_s, "stopped_at_step": stopped_at}))
+    (ARTIFACTS / "browser_timings.json").write_text(
+        json.dumps({"start_to_first_point_s": first_point_s, "stopped_at_step": stopped_at})
+    )
     viewer_ctx.close()
     owner_ctx.close()

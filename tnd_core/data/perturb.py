@@ -17,7 +17,17 @@ PERTURBATIONS = ("shuffle", "drop", "agreement", "repeat")
 
 def _number_twins() -> dict[str, list[str]]:
     twins: dict[str, set[str]] = {}
-    pairs = [*NOUNS, *INTRANSITIVE_VERBS, *TRANSITIVE_VERBS, ("is", "are"), ("does", "do"), ("this", "these"), ("that", "those"), ("a", "some"), ("an", "some")]
+    pairs = [
+        *NOUNS,
+        *INTRANSITIVE_VERBS,
+        *TRANSITIVE_VERBS,
+        ("is", "are"),
+        ("does", "do"),
+        ("this", "these"),
+        ("that", "those"),
+        ("a", "some"),
+        ("an", "some"),
+    ]
     pairs += [(s, p) for s in ("he", "she", "it") for p in ("they", "we")]
     for one, other in pairs:
         twins.setdefault(one, set()).add(other)

@@ -80,8 +80,14 @@ class Evaluator:
 
     def __call__(self, student: Any, teacher: Any = None) -> dict[str, float]:
         samples = sample_texts(
-            student, self.prompts, self.tokenizer, n=self.num_samples, max_new_tokens=self.max_new_tokens,
-            temperature=self.temperature, batch_size=self.batch_size, seed=self.seed,
+            student,
+            self.prompts,
+            self.tokenizer,
+            n=self.num_samples,
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            batch_size=self.batch_size,
+            seed=self.seed,
         )
         surprisals = word_surprisals(student, self.eval_texts, self.tokenizer, self.batch_size)
         metrics = {
@@ -95,7 +101,9 @@ class Evaluator:
         if self.recognizer is not None:
             metrics["eval/grammaticality"] = grammaticality_rate(samples, self.recognizer)
         if teacher is not None:
-            metrics["eval/teacher_student_kl"] = teacher_student_kl(teacher, student, self.eval_texts, self.tokenizer, self.batch_size)
+            metrics["eval/teacher_student_kl"] = teacher_student_kl(
+                teacher, student, self.eval_texts, self.tokenizer, self.batch_size
+            )
         self.last_samples = samples
         self.last_surprisals = surprisals
         return metrics

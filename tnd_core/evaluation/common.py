@@ -34,6 +34,7 @@ def as_language_model(model: Any, tokenizer: Any = None) -> LanguageModel:
     elif hasattr(model, "get_teacher_logits"):
         logits = model.get_teacher_logits
     elif callable(model):
+
         def logits(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
             return model(input_ids=input_ids, attention_mask=attention_mask).logits
     else:
@@ -60,7 +61,9 @@ def evaluation_mode(lm: LanguageModel, seed: int | None = None) -> Iterator[None
             module.train(True)
 
 
-def encode_sentences(tokenizer: Any, sentences: list[str], device: torch.device, add_eos: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_sentences(
+    tokenizer: Any, sentences: list[str], device: torch.device, add_eos: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded ids and mask; EOS appended so the end of the sentence is predicted too."""
     ids = tokenizer(list(sentences), add_special_tokens=True)["input_ids"]
     if add_eos and tokenizer.eos_token_id is not None:

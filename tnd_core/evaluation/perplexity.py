@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 
 from tnd_core.evaluation.common import as_language_model, batches, encode_sentences, evaluation_mode

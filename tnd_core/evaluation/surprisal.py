@@ -38,7 +38,9 @@ def word_surprisals(model: Any, sentences: list[str], tokenizer: Any = None, bat
     counts: dict[str, int] = defaultdict(int)
     with evaluation_mode(lm):
         for chunk in batches(sentences, batch_size):
-            enc = lm.tokenizer(list(chunk), return_offsets_mapping=True, padding=True, padding_side="right", return_tensors="pt")
+            enc = lm.tokenizer(
+                list(chunk), return_offsets_mapping=True, padding=True, padding_side="right", return_tensors="pt"
+            )
             input_ids, mask = enc["input_ids"].to(lm.device), enc["attention_mask"].to(lm.device)
             logp = F.log_softmax(lm.logits(input_ids, mask).float(), -1)
             # surprisal of token t comes from the prediction at t-1; the first token is never predicted

@@ -25,7 +25,11 @@ class RewardModel(nn.Module):
         super().__init__()
         num_labels = getattr(getattr(model, "config", None), "num_labels", 1)
         if num_labels != 1:
-            raise ConfigError("reward_model", type(model).__name__, f"must be a sequence classifier with one output (num_labels=1); this one has {num_labels}")
+            raise ConfigError(
+                "reward_model",
+                type(model).__name__,
+                f"must be a sequence classifier with one output (num_labels=1); this one has {num_labels}",
+            )
         if tokenizer is None:
             raise ConfigError("reward_tokenizer", None, "the reward model needs its tokenizer to score text")
         self.model = model
@@ -40,12 +44,16 @@ class RewardModel(nn.Module):
         self.model.eval()
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, trust_remote_code: bool = False, tokenizer: Any = None, **kwargs: Any) -> "RewardModel":
+    def from_pretrained(
+        cls, name_or_path: str | Path, trust_remote_code: bool = False, tokenizer: Any = None, **kwargs: Any
+    ) -> "RewardModel":
         """Load a sequence classifier with one output and its tokenizer by hub id or local path."""
         from tnd_core.models.loading import load_sequence_classifier, load_tokenizer
 
         model = load_sequence_classifier(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
-        tokenizer = tokenizer if tokenizer is not None else load_tokenizer(name_or_path, trust_remote_code=trust_remote_code)
+        tokenizer = (
+            tokenizer if tokenizer is not None else load_tokenizer(name_or_path, trust_remote_code=trust_remote_code)
+        )
         return cls(model, tokenizer)
 
     def train(self, mode: bool = True) -> "RewardModel":

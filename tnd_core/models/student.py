@@ -20,7 +20,13 @@ class StudentLike(Protocol):
 
     tokenizer: Any
 
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None, logits_to_keep: int = 0) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def __call__(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def get_student_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor: ...
 
@@ -67,12 +73,16 @@ class StudentModel(nn.Module):
         self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, trust_remote_code: bool = False, tokenizer: Any = None, **kwargs: Any) -> "StudentModel":
+    def from_pretrained(
+        cls, name_or_path: str | Path, trust_remote_code: bool = False, tokenizer: Any = None, **kwargs: Any
+    ) -> "StudentModel":
         """Load a causal LM (and its value head, if `value_head.safetensors` is there) by hub id or path."""
         from tnd_core.models.loading import load_causal_lm, load_tokenizer
 
         model = load_causal_lm(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
-        tokenizer = tokenizer if tokenizer is not None else load_tokenizer(name_or_path, trust_remote_code=trust_remote_code)
+        tokenizer = (
+            tokenizer if tokenizer is not None else load_tokenizer(name_or_path, trust_remote_code=trust_remote_code)
+        )
         student = cls(model, tokenizer)
         head_file = Path(name_or_path) / VALUE_HEAD_FILE
         if head_file.is_file():
@@ -106,7 +116,9 @@ class StudentModel(nn.Module):
     def get_student_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Next-token logits [B, T, V] of the policy."""
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        return self.pretrained_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False).logits
+        return self.pretrained_model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        ).logits
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> torch.Tensor:
@@ -118,7 +130,9 @@ class StudentModel(nn.Module):
         self.pretrained_model.save_pretrained(path)
         if self.tokenizer is not None and hasattr(self.tokenizer, "save_pretrained"):
             self.tokenizer.save_pretrained(path)
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.v_head.state_dict().items()}, str(path / VALUE_HEAD_FILE))
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in self.v_head.state_dict().items()}, str(path / VALUE_HEAD_FILE)
+        )
 
     def load_weights(self, path: str | Path) -> None:
         """Copy weights saved by `save_pretrained` into this model (used by resume)."""

@@ -16,7 +16,13 @@ class TeacherLike(Protocol):
 
     tokenizer: Any
 
-    def get_teacher_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None, logits_to_keep: int = 0) -> torch.Tensor: ...
+    def get_teacher_logits(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
+    ) -> torch.Tensor: ...
 
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> torch.Tensor: ...
 
@@ -33,12 +39,16 @@ class TeacherModel(nn.Module):
         self._keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, trust_remote_code: bool = False, tokenizer: Any = None, **kwargs: Any) -> "TeacherModel":
+    def from_pretrained(
+        cls, name_or_path: str | Path, trust_remote_code: bool = False, tokenizer: Any = None, **kwargs: Any
+    ) -> "TeacherModel":
         """Load a causal LM and its tokenizer by hub id or local path."""
         from tnd_core.models.loading import load_causal_lm, load_tokenizer
 
         model = load_causal_lm(name_or_path, trust_remote_code=trust_remote_code, **kwargs)
-        tokenizer = tokenizer if tokenizer is not None else load_tokenizer(name_or_path, trust_remote_code=trust_remote_code)
+        tokenizer = (
+            tokenizer if tokenizer is not None else load_tokenizer(name_or_path, trust_remote_code=trust_remote_code)
+        )
         return cls(model, tokenizer)
 
     def train(self, mode: bool = True) -> "TeacherModel":
@@ -57,7 +67,9 @@ class TeacherModel(nn.Module):
         if position_ids is None:
             position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         extra = {"logits_to_keep": logits_to_keep} if self._keeps_logits and logits_to_keep else {}
-        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False, **extra).logits
+        logits = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False, **extra
+        ).logits
         return logits[:, -logits_to_keep:] if logits_to_keep else logits
 
     @torch.no_grad()
