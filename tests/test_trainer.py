@@ -11,6 +11,7 @@ import pytest
 import torch
 from tnd_tiny import ConstantReward, TargetWordReward, make_classifier, make_lm, one_torch_thread, prompts  # noqa: F401
 
+from tnd_core import stats as S
 from tnd_core.config import CustomPPOConfig
 from tnd_core.errors import ConfigError, TrainingDiverged
 from tnd_core.events import CheckpointEvent, ErrorEvent, EvalEvent, RolloutEvent, StatusEvent, StepEvent
@@ -18,37 +19,8 @@ from tnd_core.models import RewardModel, StudentModel, TeacherModel
 from tnd_core.trainers import CustomPPOTrainer
 from tnd_core.trainers.ppo_trainer import checkpoint
 
-SPEC_STATS = [
-    "env/reward_mean",
-    "env/reward_std",
-    "env/demo_reward_mean",
-    "objective/kl",
-    "objective/kl_coef",
-    "ppo/loss/policy",
-    "ppo/loss/value",
-    "ppo/loss/distill",
-    "ppo/loss/clm",
-    "ppo/loss/total",
-    "ppo/policy/entropy",
-    "ppo/policy/approxkl",
-    "ppo/policy/policykl",
-    "ppo/policy/clipfrac",
-    "ppo/val/vpred",
-    "ppo/val/error",
-    "ppo/val/clipfrac",
-    "ppo/returns/mean",
-    "ppo/learning_rate",
-    "ppo/early_stopped",
-    "ppo/epochs_run",
-    "tokens/response_len_mean",
-    "time/rollout",
-    "time/score",
-    "time/optimize",
-    "time/teacher",
-    "perf/samples_per_s",
-    "perf/tokens_per_s",
-    "distill/teacher_student_kl",
-]
+# A PPO step with a teacher and demos reports every statistic tnd_core.stats names, except the CLM steps' loss.
+PPO_STEP_STATS = set(S.DESCRIPTIONS) - {S.CLM_LOSS}
 
 
 class Recorder:
@@ -123,7 +95,7 @@ def test_seed_example_runs_verbatim(tmp_path, monkeypatch, tok):
 
     assert seen.states() == ["started", "stopped"]
     stats = seen.kind(StepEvent)[-1].stats
-    assert set(SPEC_STATS) <= set(stats) and all(math.isfinite(v) for v in stats.values())
+    assert set(stats) == PPO_STEP_STATS and all(math.isfinite(v) for v in stats.values())
     assert (tmp_path / "outputs/tnd-run/checkpoint-2/student/value_head.safetensors").is_file()
     sample = seen.kind(RolloutEvent)[-1].samples[0]
     assert sample.prompt in prompts(16) and isinstance(sample.trial, str) and isinstance(sample.demo, str)
@@ -287,9 +259,10 @@ def test_clm_steps_interleave_with_ppo_steps(tmp_path, tok):
     seen = Recorder()
     trainer = build(tmp_path, tok, callbacks=[seen], steps=4, clm_per_step=1, ppo_per_step=1)
     trainer.train(clm_dataset=["w1 w2 w3 w4 w5"] * 10)
-    kinds = ["clm" if "clm/loss" in e.stats else "ppo" for e in seen.kind(StepEvent)]
+    kinds = ["clm" if S.CLM_LOSS in e.stats else "ppo" for e in seen.kind(StepEvent)]
     assert kinds == ["clm", "ppo", "clm", "ppo"]
-    assert all(e.stats["clm/loss"] > 0 for e in seen.kind(StepEvent) if "clm/loss" in e.stats)
+    clm_stats = [e.stats for e in seen.kind(StepEvent) if S.CLM_LOSS in e.stats]
+    assert all(set(s) == {S.CLM_LOSS, S.LEARNING_RATE, S.TIME_OPTIMIZE} and s[S.CLM_LOSS] > 0 for s in clm_stats)
 
 
 # ---------------------------------------------------------------------- checkpoints and resume
