@@ -27,7 +27,8 @@ def highlight(tokens: list[tuple[str, float]]) -> list[tuple[str, float]]:
 def build(ctx: AppContext, form: Form) -> None:
     """Create the Compare tab: prompt, seed, and the two continuations side by side."""
     gr.Markdown(
-        "Teacher and student continue the same prompt with the generation settings of the Config tab and the same seed. "
+        "Teacher and student continue the same prompt with the generation settings of the Config tab "
+        "and the same seed. "
         "During training the current student answers (between two steps)."
     )
     with gr.Row():

@@ -210,6 +210,7 @@ def health_warnings(stats: dict[str, Sequence[float]], target: float | None, win
             last = _window_mean(stats.get(key, []), False, window)
             if first > 0 and last < 0.5 * first:
                 warnings.append(
-                    f"Reward rises while {label} collapsed ({first:.3g} → {last:.3g}): the student may be gaming the reward model."
+                    f"Reward rises while {label} collapsed ({first:.3g} → {last:.3g}): "
+                    "the student may be gaming the reward model."
                 )
     return warnings

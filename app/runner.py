@@ -268,7 +268,10 @@ def describe_exception(exc: BaseException) -> str:
         return str(exc)
     text = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
-        text += " — out of memory: lower batch_size, mini_batch_size or max_new_tokens, or raise gradient_accumulation_steps."
+        text += (
+            " — out of memory: lower batch_size, mini_batch_size or max_new_tokens, "
+            "or raise gradient_accumulation_steps."
+        )
     return text
 
 

@@ -25,7 +25,10 @@ from app.runner import TERMINAL_STATES, Snapshot
 from tnd_core.errors import TndError
 
 ROLLOUT_COLUMNS = ["prompt", "student trial", "trial score", "teacher demo", "demo score"]
-LEGEND = "Reward: higher is better. KL: the penalty's KL should stay in the green band around its target; teacher→student KL should fall."
+LEGEND = (
+    "Reward: higher is better. KL: the penalty's KL should stay in the green band around its target; "
+    "teacher→student KL should fall."
+)
 
 
 def format_duration(seconds: float | None) -> str:

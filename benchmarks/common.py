@@ -95,7 +95,8 @@ def machine() -> dict[str, Any]:
 def machine_line(m: dict[str, Any]) -> str:
     device = f"GPU {m['gpu']}" if m["gpu"] else "CPU only"
     return (
-        f"{m['date']}; {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), {m['memory_gb']} GB RAM, {device}; "
+        f"{m['date']}; {m['cpu']}, {m['cores']} cores ({m['torch_threads']} torch threads), "
+        f"{m['memory_gb']} GB RAM, {device}; "
         f"load average {m['load_avg_1min_at_start']:.2f} at start; Python {m['python']}, torch {m['torch']}, "
         f"transformers {m['transformers']}, TRL {m['trl']}"
     )

@@ -35,7 +35,8 @@ from tnd_core import CustomPPOConfig, CustomPPOTrainer
 from tnd_core.events import StepEvent
 from tnd_core.models import RewardModel, StudentModel, TeacherModel
 
-models, distill, steps, seed, work = sys.argv[1], sys.argv[2] == "1", int(sys.argv[3]), int(sys.argv[4]), json.loads(sys.argv[5])
+models, distill = sys.argv[1], sys.argv[2] == "1"
+steps, seed, work = int(sys.argv[3]), int(sys.argv[4]), json.loads(sys.argv[5])
 prompts = json.loads(open(f"{models}/prompts.json").read())
 student = StudentModel.from_pretrained(f"{models}/student")
 student.pretrained_model.generation_config.min_new_tokens = work["response_length"]
@@ -139,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             "",
             machine_line(data["machine"]),
             "",
-            f"Work per step: {work}. Median samples/s over {args.reps} interleaved rounds; the ratio is paired per round.",
+            f"Work per step: {work}. Median samples/s over {args.reps} interleaved rounds; "
+            "the ratio is paired per round.",
             "",
             table(["scenario", "working tree", f"base {args.base}", "working / base (range)"], rows),
             "",

@@ -137,7 +137,10 @@ class Setup:
         return StudentModel(model, self.tokenizer)
 
     def target_tokens(self, texts: list[str], max_length: int) -> float:
-        """Mean tokens carrying a CLM loss per text (all but the first), as the trainer reads them: EOS appended, truncated."""
+        """Mean tokens carrying a CLM loss per text (all but the first), as the trainer reads them.
+
+        Each text gets EOS appended and is truncated to `max_length`.
+        """
         eos = self.tokenizer.eos_token or ""
         ids = self.tokenizer([t + eos for t in texts], truncation=True, max_length=max_length)["input_ids"]
         return statistics.fmean(max(len(x) - 1, 0) for x in ids)
@@ -371,16 +374,19 @@ def render(data: dict[str, Any]) -> str:
         "",
         f"Command: `{data['command']}`",
         "",
-        f"Bundle `{data['bundle_size']}`; student {data['student_params']:,} parameters, teacher {data['teacher_params']:,}. "
+        f"Bundle `{data['bundle_size']}`; student {data['student_params']:,} parameters, "
+        f"teacher {data['teacher_params']:,}. "
         f"Budget: **{data['budget']:,} tokens** per run (tokens carrying a loss), {len(data['seeds'])} seeds, "
-        f"{data['evals']} evaluations per run. Learning-rate search: grid {data['lr_grid']} on seed {data['seeds'][0]} with "
+        f"{data['evals']} evaluations per run. "
+        f"Learning-rate search: grid {data['lr_grid']} on seed {data['seeds'][0]} with "
         f"{data['search_fraction']:.0%} of the budget, the same for every variant, best final words acquired.",
         "",
         f"**Headline:** {data['headline']}",
         "",
         "![learning curves](learning_curves.png)",
         "",
-        'Tokens needed to reach each threshold (median over seeds; "not reached" when any seed missed it within the budget):',
+        "Tokens needed to reach each threshold "
+        '(median over seeds; "not reached" when any seed missed it within the budget):',
         "",
         table(header, rows),
         "",
@@ -418,7 +424,8 @@ def headline(ttt: dict[str, Any], runs: list[dict[str, Any]]) -> str:
         wins = [v for v in ablations if need["tnd"] is not None and (need[v] is None or need["tnd"] < need[v])]
         verdict = "reproduced" if len(wins) == len(ablations) else "not reproduced"
         parts.append(
-            f"The paper's finding, TnD acquiring words faster than its ablations, is **{verdict}** here (TnD is faster than {len(wins)} of {len(ablations)})."
+            f"The paper's finding, TnD acquiring words faster than its ablations, is **{verdict}** here "
+            f"(TnD is faster than {len(wins)} of {len(ablations)})."
         )
     for v in ("tnd", "tnd_kd"):
         a, b = need.get("clm"), need.get(v)

@@ -337,7 +337,8 @@ def run_trl(
 
         if work.passes != 1 or work.grad_accum * work.mini_batch_size != work.batch_size:
             raise ValueError(
-                "DistillationTrainer makes one optimizer step per generation batch: passes=1, grad_accum=batch/mini_batch"
+                "DistillationTrainer makes one optimizer step per generation batch: "
+                "passes=1, grad_accum=batch/mini_batch"
             )
         args = DistillationConfig(**common, beta=0.0)
         trainer = DistillationTrainer(
@@ -425,7 +426,8 @@ def compare(
             if clocked:
                 instrumented[c.key].append(runs[c.key])
             log(
-                f"[{scenario}] round {rep + 1} {runs[c.key].trainer}: {work.batch_size * steps / runs[c.key].seconds:.2f} samples/s"
+                f"[{scenario}] round {rep + 1} {runs[c.key].trainer}: "
+                f"{work.batch_size * steps / runs[c.key].seconds:.2f} samples/s"
             )
         if rep < reps:
             rounds.append(runs)
@@ -457,7 +459,7 @@ def compare(
     return result
 
 
-# ---------------------------------------------------------------------- scaling (one subprocess per point for its own peak RSS)
+# ------------------------------------------------------- scaling (one subprocess per point for its own peak RSS)
 def scaling_point(models_root: str, batch: int, length: int, passes: int, steps: int) -> dict[str, Any]:
     """Our step (distillation on) at one batch size and response length; run in a fresh process."""
     import torch
@@ -528,7 +530,8 @@ def scaling(
             raise RuntimeError(f"scaling point batch={batch} length={length} failed:\n{proc.stderr[-2000:]}")
         point = json.loads(proc.stdout.strip().splitlines()[-1])
         log(
-            f"[scaling] batch {batch} length {length}: {point['step_s']['median']:.3f} s/step, peak RSS {point['peak_rss_mb']:.0f} MB"
+            f"[scaling] batch {batch} length {length}: {point['step_s']['median']:.3f} s/step, "
+            f"peak RSS {point['peak_rss_mb']:.0f} MB"
         )
         out.append(point)
     return out
@@ -540,7 +543,8 @@ def _compare_md(title: str, res: dict[str, Any], ours_key: str) -> str:
     lines = [
         f"### {title}",
         "",
-        f"Work per step: {w['batch_size']} samples, {w['response_length']}-token responses, mini-batches of {w['mini_batch_size']}, "
+        f"Work per step: {w['batch_size']} samples, {w['response_length']}-token responses, "
+        f"mini-batches of {w['mini_batch_size']}, "
         f"gradient accumulation {w['grad_accum']}, {w['passes']} optimisation pass(es) "
         f"= {w['passes'] * w['batch_size'] // (w['mini_batch_size'] * w['grad_accum'])} optimizer steps per step.",
         "",
@@ -632,35 +636,42 @@ def render(data: dict[str, Any]) -> str:
         "",
         f"Command: `{data['command']}`",
         "",
-        f"Models: the default bundle's shapes, GPT-2 student {STUDENT}, teacher {TEACHER}; reward model = student-sized GPT-2 classifier; baby-language "
+        f"Models: the default bundle's shapes, GPT-2 student {STUDENT}, teacher {TEACHER}; "
+        "reward model = student-sized GPT-2 classifier; baby-language "
         f"word-level tokenizer ({data['vocab_size']} tokens); random init, saved and loaded with `from_pretrained`. "
-        f"Prompts: {PROMPT_WORDS} words ({data['prompt_tokens']} tokens with BOS). fp32. {data['reps']} interleaved rounds, "
+        f"Prompts: {PROMPT_WORDS} words ({data['prompt_tokens']} tokens with BOS). fp32. "
+        f"{data['reps']} interleaved rounds, "
         f"{data['warmup']} warm-up step + {data['steps']} timed steps per run.",
         "",
         f"**Headline:** ours (distillation off) runs at **{head_ratio:.2f}x** the samples/s of the fastest TRL peer "
         f"({peers[fastest]['name']}) at equal work (target >= 1.3x: {'met' if head_ratio >= 1.3 else 'not met'}); "
-        f"with distillation on, **{kd_ratio:.2f}x** TRL's DistillationTrainer (ours also scores with the reward model and "
-        f"trains the value head). Time outside model compute: {overhead['ours_off']:.1f}% of our step with distillation off, "
-        f"{overhead['ours_on']:.1f}% with it on (target < 10%: {'met' if max(overhead.values()) < 10 else 'not met'}).",
+        f"with distillation on, **{kd_ratio:.2f}x** TRL's DistillationTrainer "
+        "(ours also scores with the reward model and trains the value head). "
+        f"Time outside model compute: {overhead['ours_off']:.1f}% of our step with distillation off, "
+        f"{overhead['ours_on']:.1f}% with it on "
+        f"(target < 10%: {'met' if max(overhead.values()) < 10 else 'not met'}).",
         "",
         _compare_md("Distillation off: CustomPPOTrainer against TRL's on-policy RL trainers", rl, "ours_off"),
         "",
-        "TRL peers: `steps_per_generation = batch / mini_batch`, `num_iterations` = passes, `num_generations=2` (the least "
-        "they accept; our batch holds the same number of prompt rows), `beta=0.05` (a reference model, as our KL penalty "
-        "keeps one), reward = the same reward model through a reward function. Ours with distillation off uses "
-        "`kl_reference=initial_student`; with it on, the teacher is the reference and its one forward pass serves both the "
-        "KL penalty and the distillation loss.",
+        "TRL peers: `steps_per_generation = batch / mini_batch`, `num_iterations` = passes, "
+        "`num_generations=2` (the least they accept; our batch holds the same number of prompt rows), "
+        "`beta=0.05` (a reference model, as our KL penalty keeps one), "
+        "reward = the same reward model through a reward function. Ours with distillation off uses "
+        "`kl_reference=initial_student`; with it on, the teacher is the reference "
+        "and its one forward pass serves both the KL penalty and the distillation loss.",
         "",
         _compare_md("Distillation on: CustomPPOTrainer against TRL's DistillationTrainer", kd, "ours_on"),
         "",
-        "DistillationTrainer (on-policy generalised JSD, `beta=0` = forward KL, as ours) makes exactly one optimizer step "
-        "per generation batch, so both run one pass with gradient accumulation over the whole batch. It has no reward "
+        "DistillationTrainer (on-policy generalised JSD, `beta=0` = forward KL, as ours) "
+        "makes exactly one optimizer step per generation batch, "
+        "so both run one pass with gradient accumulation over the whole batch. It has no reward "
         "model and no value head: ours does more work per step here.",
         "",
         "### Phase breakdown of our step",
         "",
         "Seconds per step from the step statistics (`time/rollout`, `time/teacher`, `time/score`, `time/optimize`); "
-        '"everything else" is wall time between StepEvents not inside a phase (events, metrics file, stream bookkeeping).',
+        '"everything else" is wall time between StepEvents not inside a phase '
+        "(events, metrics file, stream bookkeeping).",
         "",
         _phases_md(
             {
@@ -695,7 +706,8 @@ def render(data: dict[str, Any]) -> str:
             "",
             "### Scaling of our step (distillation on)",
             "",
-            f"Each point in a fresh process (peak RSS is per process); mini-batch = batch / 4, {data['rl']['work']['passes']} passes.",
+            "Each point in a fresh process (peak RSS is per process); "
+            f"mini-batch = batch / 4, {data['rl']['work']['passes']} passes.",
             "",
             table(header, rows),
         ]

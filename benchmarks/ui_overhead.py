@@ -261,15 +261,20 @@ def render(data: dict[str, Any]) -> str:
             "",
             f"Run: the app's starting config on the `{data['bundle_size']}` bundle (batch {c['batch_size']}, "
             f"{c['max_new_tokens']} new tokens, {c['ppo_epochs']} PPO epochs, clm_per_step {c['clm_per_step']}, "
-            f"demos {'on' if c['use_teacher_demos'] else 'off'}, distill_coef {c['distill_coef']}, eval every {c['eval_steps']} steps), "
-            f"{data['steps']} steps per run, {len(h)} interleaved rounds (headless, then app). The browser runs on the same machine "
+            f"demos {'on' if c['use_teacher_demos'] else 'off'}, distill_coef {c['distill_coef']}, "
+            f"eval every {c['eval_steps']} steps), "
+            f"{data['steps']} steps per run, {len(h)} interleaved rounds (headless, then app). "
+            "The browser runs on the same machine "
             "as the app, as when training locally; on a hosted Space it would not.",
             "",
             f"**Headline:** step rate in the app with a browser watching = **{ratios['median']:.2f}x** headless "
-            f"(median of paired rounds, {ratios['min']:.2f}-{ratios['max']:.2f}; target >= 0.95: {'met' if ratios['median'] >= 0.95 else 'not met'}). "
-            f"Start click to first plotted point: **{uf['median']:.1f} s** (the job's first step came {uj['median']:.1f} s after its start). "
+            f"(median of paired rounds, {ratios['min']:.2f}-{ratios['max']:.2f}; "
+            f"target >= 0.95: {'met' if ratios['median'] >= 0.95 else 'not met'}). "
+            f"Start click to first plotted point: **{uf['median']:.1f} s** "
+            f"(the job's first step came {uj['median']:.1f} s after its start). "
             f"Stop click to job stopped: **{job['median']:.1f} s**; to the page showing it: **{page['median']:.1f} s** "
-            f"(median of {job['n']}; a step takes {step_s:.2f} s here, and Stop finishes it and writes a checkpoint first).",
+            f"(median of {job['n']}; a step takes {step_s:.2f} s here, "
+            "and Stop finishes it and writes a checkpoint first).",
             "",
             table(["mode", "steps/s median", "min-max", "runs", "time to first point"], rows),
             "",
@@ -279,7 +284,8 @@ def render(data: dict[str, Any]) -> str:
             "",
             f"When Stop was clicked the page showed a step {lag:.0f} step(s) behind the job (median).",
             "",
-            "CPU seconds per training step (user + system) of each process during the runs: where the app's extra cost goes.",
+            "CPU seconds per training step (user + system) of each process during the runs: "
+            "where the app's extra cost goes.",
             "",
             table(
                 ["mode", "benchmark process (headless training)", "app server (training + UI)", "browser (Chromium)"],
@@ -336,13 +342,15 @@ def main(argv: list[str] | None = None) -> int:
                 data["headless"].append(headless_run(args.steps, str(work / f"headless-{rep}")))
                 data["ui"].append(ui_run(browser, client, url, args.steps, args.timeout))
                 print(
-                    f"round {rep + 1}: headless {data['headless'][-1]['steps_per_s']:.3f} steps/s, app {data['ui'][-1]['steps_per_s']:.3f} steps/s",
+                    f"round {rep + 1}: headless {data['headless'][-1]['steps_per_s']:.3f} steps/s, "
+                    f"app {data['ui'][-1]['steps_per_s']:.3f} steps/s",
                     flush=True,
                 )
             for rep in range(args.reps):
                 data["stops"].append(ui_stop(browser, client, url, args.stop_after, args.timeout))
                 print(
-                    f"stop {rep + 1}: job {data['stops'][-1]['job_stop_s']:.2f} s, page {data['stops'][-1]['page_stop_s']:.2f} s",
+                    f"stop {rep + 1}: job {data['stops'][-1]['job_stop_s']:.2f} s, "
+                    f"page {data['stops'][-1]['page_stop_s']:.2f} s",
                     flush=True,
                 )
             browser.close()

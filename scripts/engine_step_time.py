@@ -74,7 +74,8 @@ def main() -> None:
     )
     rewards = [s["env/reward_mean"] for s in curve]
     print(
-        f"toy task (reward = share of w15), 30 steps, batch 16: mean reward first 5 steps {np.mean(rewards[:5]):.3f}, last 5 {np.mean(rewards[-5:]):.3f}"
+        f"toy task (reward = share of w15), 30 steps, batch 16: "
+        f"mean reward first 5 steps {np.mean(rewards[:5]):.3f}, last 5 {np.mean(rewards[-5:]):.3f}"
     )
     print("  curve:", " ".join(f"{r:.2f}" for r in rewards))
 
@@ -92,7 +93,8 @@ def main() -> None:
             }
             print(
                 f"n_embd {n_embd:3d}, 2 layers, batch 64, mini 16, ppo_epochs 4, max_new_tokens 16, {name}: "
-                f"{phases['time/step']:.2f} s/step (rollout {phases['time/rollout']:.2f}, score {phases['time/score']:.2f}, "
+                f"{phases['time/step']:.2f} s/step "
+                f"(rollout {phases['time/rollout']:.2f}, score {phases['time/score']:.2f}, "
                 f"teacher {phases['time/teacher']:.2f}, optimize {phases['time/optimize']:.2f})"
             )
 

@@ -30,7 +30,7 @@ CURVES = [
 
 
 def run(output_dir: Path) -> tuple[list[dict], dict, float]:
-    """Train with the default settings; returns the evaluations (step, seconds, metrics), the bundle info and the run time."""
+    """Train with the default settings; returns the evaluations (step, seconds, metrics), bundle info and run time."""
     from tnd_core.bundle import ensure_bundle
     from tnd_core.cli import _training_config, build_parser
     from tnd_core.events import EvalEvent
@@ -84,10 +84,14 @@ def _minutes(seconds: float | None) -> str:
 
 def table(evaluations: list[dict]) -> str:
     """Markdown table of the evaluations (a row without minutes is a reference, e.g. the teacher)."""
-    head = "| step | minutes | grammaticality | words acquired | teacher-student KL | perplexity | distinct-2 |\n|---:|---:|---:|---:|---:|---:|---:|\n"
+    head = (
+        "| step | minutes | grammaticality | words acquired | teacher-student KL | perplexity | distinct-2 |\n"
+        "|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
     rows = [
         f"| {e['step']} | {_minutes(e['seconds'])} | {e['eval/grammaticality']:.3f} | "
-        f"{e['eval/words_acquired']:.0f} | {e['eval/teacher_student_kl']:.3f} | {e['eval/perplexity']:.1f} | {e['eval/distinct_2']:.3f} |"
+        f"{e['eval/words_acquired']:.0f} | {e['eval/teacher_student_kl']:.3f} | {e['eval/perplexity']:.1f} | "
+        f"{e['eval/distinct_2']:.3f} |"
         for e in evaluations
     ]
     return head + "\n".join(rows) + "\n"
@@ -100,32 +104,53 @@ def report(
     m, spec, counts, config = info["metrics"], info["spec"], info["counts"], info["config"]
     start, end, teacher = evaluations[0], evaluations[-1], info["teacher_reference"]
     stage_s = ", ".join(f"{k} {v:.0f} s" for k, v in info["stage_seconds"].items())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    versions = (
+        f"Python {platform.python_version()}, torch {_version('torch')}, "
+        f"transformers {_version('transformers')}, TRL {_version('trl')}"
+    )
+    # (label, metric, format) per row; the teacher's KL to itself is 0 by definition
+    metrics = [
+        ("grammaticality of samples", "eval/grammaticality", ".3f"),
+        ("words acquired (surprisal below threshold)", "eval/words_acquired", ".0f"),
+        ("teacher-to-student KL (nats/token)", "eval/teacher_student_kl", ".3f"),
+        ("held-out perplexity", "eval/perplexity", ".1f"),
+    ]
+    result_rows = [
+        f"| metric (held-out, 64 samples / {spec['eval_sentences']} sentences) | from scratch "
+        f"| after {end['step']} steps | teacher |",
+        "|---|---:|---:|---:|",
+    ] + [
+        f"| {label} | {start[key]:{fmt}} | **{end[key]:{fmt}}** | "
+        f"{'0' if key == 'eval/teacher_student_kl' else format(teacher[key], fmt)} |"
+        for label, key, fmt in metrics
+    ]
+    result_table = "\n".join(result_rows)
+    sizes = (
+        f"Vocabulary {counts['vocabulary']} words; teacher {counts['teacher_parameters']:,} parameters, "
+        f"student {counts['student_parameters']:,}."
+    )
     return f"""# Integration run: `tnd train` on the embedded default
 
 `tnd train` with no flags trains the bundle's from-scratch student with the bundle's recommended
 config (trials scored by the stage reward model, teacher demonstrations, logit distillation). This
 page is written by `{command}`; it runs exactly that configuration, headless, on the CPU.
 
-Machine: {machine}; {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; Python {platform.python_version()}, torch {_version("torch")}, transformers {_version("transformers")}, TRL {_version("trl")}.
+Machine: {machine}; {now:%Y-%m-%d %H:%M} UTC; {versions}.
 
 ## Result
 
 In **{seconds / 60:.1f} minutes** of training ({total_seconds / 60:.1f} min including loading and the first evaluation;
 budget: 10 min), {config["steps"]} PPO steps of {config["batch_size"]} prompts:
 
-| metric (held-out, 64 samples / {spec["eval_sentences"]} sentences) | from scratch | after {end["step"]} steps | teacher |
-|---|---:|---:|---:|
-| grammaticality of samples | {start["eval/grammaticality"]:.3f} | **{end["eval/grammaticality"]:.3f}** | {teacher["eval/grammaticality"]:.3f} |
-| words acquired (surprisal below threshold) | {start["eval/words_acquired"]:.0f} | **{end["eval/words_acquired"]:.0f}** | {teacher["eval/words_acquired"]:.0f} |
-| teacher-to-student KL (nats/token) | {start["eval/teacher_student_kl"]:.3f} | **{end["eval/teacher_student_kl"]:.3f}** | 0 |
-| held-out perplexity | {start["eval/perplexity"]:.1f} | **{end["eval/perplexity"]:.1f}** | {teacher["eval/perplexity"]:.1f} |
+{result_table}
 
 ![learning curves](integration_curve.png)
 
 ## The bundle it ran on
 
 `{info["size"]}` bundle, version {info["version"]}, built in **{info["build_seconds"]:.0f} s** ({stage_s}).
-Vocabulary {counts["vocabulary"]} words; teacher {counts["teacher_parameters"]:,} parameters, student {counts["student_parameters"]:,}.
+{sizes}
 
 | figure | value |
 |---|---:|

@@ -12,7 +12,10 @@ from benchmarks.app_server import running_app
 pytestmark = pytest.mark.slow
 
 # small steps on the tiny bundle: the test is about control, the engine's tests are about learning
-RUN = "steps: 400\nbatch_size: 4\nmini_batch_size: 4\nppo_epochs: 1\nmax_new_tokens: 8\nlogging_steps: 1\neval_steps: 0\nsave_steps: 0\noutput_dir: api-run\n"
+RUN = (
+    "steps: 400\nbatch_size: 4\nmini_batch_size: 4\nppo_epochs: 1\nmax_new_tokens: 8\n"
+    "logging_steps: 1\neval_steps: 0\nsave_steps: 0\noutput_dir: api-run\n"
+)
 
 
 @pytest.fixture(scope="module")

@@ -28,16 +28,18 @@ WORKER = textwrap.dedent(
 
     out = Path(sys.argv[1])
     tok = make_tokenizer()
-    config = CustomPPOConfig(batch_size=4, mini_batch_size=2, ppo_epochs=2, steps=2, max_new_tokens=4, learning_rate=1e-2,
-                             output_dir=str(out / "run"), save_steps=0, seed=0)
-    trainer = CustomPPOTrainer(teacher=TeacherModel(make_lm(tok, seed=5), tok), student=StudentModel(make_lm(tok, seed=1), tok),
+    config = CustomPPOConfig(batch_size=4, mini_batch_size=2, ppo_epochs=2, steps=2, max_new_tokens=4,
+                             learning_rate=1e-2, output_dir=str(out / "run"), save_steps=0, seed=0)
+    trainer = CustomPPOTrainer(teacher=TeacherModel(make_lm(tok, seed=5), tok),
+                               student=StudentModel(make_lm(tok, seed=1), tok),
                                reward_model=TargetWordReward("w15", 4), config=config, train_dataset=prompts(16))
     initial = torch.cat([p.detach().flatten().clone() for p in trainer.student.parameters()])
     result = trainer.train()
     final = torch.cat([p.detach().flatten() for p in trainer.student.parameters()])
     rank = trainer.accelerator.process_index
     torch.save({{"initial": initial, "final": final, "world": trainer.accelerator.num_processes,
-                 "first_batch": trainer.item_stream("ppo", 16).batch(0), "kl_coef": trainer.kl_ctl.value, "result_step": result["step"]}},
+                 "first_batch": trainer.item_stream("ppo", 16).batch(0), "kl_coef": trainer.kl_ctl.value,
+                 "result_step": result["step"]}},
                out / f"rank{{rank}}.pt")
     """
 )

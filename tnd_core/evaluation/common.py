@@ -46,7 +46,10 @@ def as_language_model(model: Any, tokenizer: Any = None) -> LanguageModel:
 
 @contextlib.contextmanager
 def evaluation_mode(lm: LanguageModel, seed: int | None = None) -> Iterator[None]:
-    """No gradients, eval mode (restored afterwards) and, with `seed`, a private RNG so training randomness is untouched."""
+    """No gradients, eval mode (restored afterwards) and, with `seed`, a private RNG.
+
+    The private RNG leaves training randomness untouched.
+    """
     module = lm.module
     was_training = bool(getattr(module, "training", False))
     if hasattr(module, "eval"):
