@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import DOCS, command_line, machine, machine_line, summary, table, write_report
+from benchmarks.common import DOCS, command_line, machine, machine_line, set_threads, summary, table, write_report
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny budget for the smoke test")
     parser.add_argument("--out-dir", default=str(DOCS))
     args = parser.parse_args(argv)
+    set_threads(args.threads)  # the machine line reports the workers' thread count
     from benchmarks.throughput import build_models
 
     work = {"batch_size": 16, "mini_batch_size": 4, "passes": 4, "response_length": 16}
