@@ -226,7 +226,8 @@ def ppo_update(
         # the teacher-student gap is measured on the student's own trials; a batch of demos only falls back to all
         trial_mask = mask * trials.unsqueeze(1) if trials.any() else mask
         rollout[S.TEACHER_STUDENT_KL] = masked_mean(old["ts_kl"], trial_mask)
-    means = {name: torch.stack([row[name].float() for row in minibatch_stats]).mean() for name in S.MINIBATCH}
+    per_minibatch = torch.stack([torch.stack([row[name] for name in S.MINIBATCH]) for row in minibatch_stats])
+    means = dict(zip(S.MINIBATCH, per_minibatch.float().mean(0)))
     names = [*rollout, *means]
     values = torch.stack([v.float() for v in [*rollout.values(), *means.values()]])
     result = dict(zip(names, engine.reduce_mean(values).tolist()))
