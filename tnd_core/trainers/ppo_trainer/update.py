@@ -42,11 +42,11 @@ from tnd_core.trainers.ppo_trainer.losses import (
 @torch.no_grad()
 def old_policy_pass(
     engine: Engine, config: CustomPPOConfig, batch: PPOBatch, teacher: Any, reference: Any
-) -> dict[str, torch.Tensor]:
+) -> tuple[dict[str, torch.Tensor], float]:
     """Step 1: what the policy, the reference and the teacher say about the batch before any update.
 
-    `reference` is the frozen initial student, or None when the teacher is the KL reference. The
-    `time_teacher` entry holds the seconds spent in the teacher.
+    `reference` is the frozen initial student, or None when the teacher is the KL reference. Also
+    returns the seconds spent in the teacher.
     """
     keep = batch.response_len + 1
     parts: dict[str, list[torch.Tensor]] = {
@@ -93,9 +93,7 @@ def old_policy_pass(
             parts["ts_kl"].append(kd_divergence(logits, teacher_logits, "forward_kl"))
             if config.distill_coef > 0:
                 parts["teacher_logits"].append(teacher_logits)
-    old = {k: torch.cat(v) for k, v in parts.items() if v}
-    old["time_teacher"] = torch.tensor(teacher_s)
-    return old
+    return {k: torch.cat(v) for k, v in parts.items() if v}, teacher_s
 
 
 def ppo_update(
@@ -123,8 +121,7 @@ def ppo_update(
     mask = batch.mask
 
     # 1-2. the old policy, rewards and advantages
-    old = old_policy_pass(engine, c, batch, teacher, reference)
-    teacher_s = float(old.pop("time_teacher"))
+    old, teacher_s = old_policy_pass(engine, c, batch, teacher, reference)
     kl_coef = kl_ctl.value
     rewards, non_score_rewards = compute_rewards(scores, old["kls"], mask, kl_coef)
     old_values, advantages, returns = compute_advantages(old["values"], rewards, mask, c.gamma, c.lam, c.whiten_rewards)
