@@ -15,7 +15,7 @@ import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,8 +27,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_app(workdir: Path, timeout_s: float = 180.0) -> Iterator[str]:
-    """Start the app in `workdir`, yield its URL once it answers, stop it afterwards."""
+def running_app(
+    workdir: Path, timeout_s: float = 180.0, args: Sequence[str] = (), env: Mapping[str, str] | None = None
+) -> Iterator[str]:
+    """Start the app in `workdir` (with extra command-line `args` and environment `env`), yield its URL
+    once it answers, stop it afterwards."""
     port = free_port()
     env = {
         **os.environ,
@@ -36,12 +39,13 @@ def running_app(workdir: Path, timeout_s: float = 180.0) -> Iterator[str]:
         "GRADIO_SERVER_PORT": str(port),
         "GRADIO_ANALYTICS_ENABLED": "False",
         "HF_HUB_OFFLINE": "1",
+        **(env or {}),
     }
     log_path = workdir / "app.log"
     url = f"http://127.0.0.1:{port}/"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, str(REPO / "app.py")], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, str(REPO / "app.py"), *args], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
         )
         try:
             deadline = time.monotonic() + timeout_s
