@@ -6,14 +6,14 @@ Control calls carry the caller's owner token, like a browser session does; statu
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
-import yaml
 
 from app.context import AppContext
 from app.runner import describe_exception
-from app.services import run_compare
+from app.services import parse_seed, run_compare, start_run
 from tnd_core.errors import ConfigError, TndError
 
 
@@ -22,12 +22,13 @@ def _finite(value: float) -> float | None:
 
 
 def _mapping(text: str) -> dict[str, Any]:
-    try:
-        values = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError("config_yaml", text[:80], f"must be valid YAML: {exc}") from None
+    if not isinstance(text, str):
+        raise ConfigError("config_yaml", text, "must be YAML text")
+    import yaml  # TEMPORARY until tnd_core.config.parse_config_text lands
+
+    values = yaml.safe_load(text) or {}
     if not isinstance(values, dict):
-        raise ConfigError("config_yaml", text[:80], "must be a mapping of option names to values")
+        raise ConfigError("config", text[:80], "must be a mapping")
     return values
 
 
@@ -35,10 +36,11 @@ def status(ctx: AppContext) -> dict[str, Any]:
     """State, progress, the latest value of every statistic, the latest rollout and evaluation."""
     snap = ctx.runner.store.snapshot()
     last = {k: _finite(v[-1]) for k, v in snap.stats.items() if v}
+    redact = ctx.policy.redact
     return {
         "state": snap.state,
-        "message": snap.message,
-        "error": snap.error,
+        "message": redact(snap.message),
+        "error": redact(snap.error) if snap.error else None,
         "step": snap.step,
         "total_steps": snap.total_steps,
         "logged_steps": len(snap.steps),
@@ -48,21 +50,22 @@ def status(ctx: AppContext) -> dict[str, Any]:
         "last_stats": last,
         "rollout": [vars(s) for s in snap.rollout],
         "eval": {k: _finite(v[-1]) for k, v in snap.eval_metrics.items() if v},
-        "checkpoint": snap.checkpoint,
+        "checkpoint": Path(snap.checkpoint).name if snap.checkpoint and ctx.policy.hosted else snap.checkpoint,
     }
 
 
 def register(ctx: AppContext) -> None:
     """Add the endpoints to the Blocks being built."""
 
-    def start_training(owner: str, config_yaml: str) -> str:
+    def start_training(owner: str, config_yaml: str, profile: gr.OAuthProfile | None) -> str:
         """Start a run owned by `owner`: the app's default config with the options given in YAML changed."""
         try:
             config = ctx.initial_config().replace(**_mapping(config_yaml))
-            ctx.runner.start(config, owner)
+            config = start_run(ctx, config, owner, profile.username if profile else None)
         except TndError as exc:
-            return f"error: {exc}"
-        return f"started: {config.steps} steps into {config.output_dir}"
+            return f"error: {ctx.policy.redact(str(exc))}"
+        where = Path(config.output_dir).name if ctx.policy.hosted else config.output_dir
+        return f"started: {config.steps} steps into {where}"
 
     def control(action: str) -> Any:
         def endpoint(owner: str) -> str:
@@ -80,12 +83,13 @@ def register(ctx: AppContext) -> None:
         """The current job's state, progress and latest statistics."""
         return status(ctx)
 
-    def compare_prompt(prompt: str, seed: int = 0) -> dict:
+    def compare_prompt(prompt: str, seed: int = 0, request: gr.Request = None) -> dict:
         """Teacher and student continue `prompt` with the app's generation settings and `seed`."""
         try:
-            result, who = run_compare(ctx, prompt, ctx.initial_config(), int(seed))
+            session = request.session_hash if request is not None else None
+            result, who = run_compare(ctx, str(prompt), ctx.initial_config(), parse_seed(seed), session)
         except Exception as exc:  # returned in words to the API caller
-            return {"error": describe_exception(exc)}
+            return {"error": ctx.policy.redact(describe_exception(exc))}
         return {
             "student_model": who,
             "teacher": vars(result.teacher),
@@ -99,4 +103,5 @@ def register(ctx: AppContext) -> None:
     for action in ("pause", "resume", "stop"):
         gr.api(control(action), api_name=f"{action}_training")
     gr.api(training_status, api_name="training_status")
-    gr.api(compare_prompt, api_name="compare")
+    # one Compare at a time across the API and the Compare tab; the rest wait in Gradio's queue
+    gr.api(compare_prompt, api_name="compare", concurrency_limit=1, concurrency_id="compare")

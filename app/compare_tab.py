@@ -14,7 +14,7 @@ import gradio as gr
 from app.context import AppContext
 from app.forms import Form, parse_form
 from app.runner import describe_exception
-from app.services import eval_prompts, run_compare
+from app.services import eval_prompts, parse_seed, run_compare
 from tnd_core.config import CustomPPOConfig, specs_tagged
 
 
@@ -54,16 +54,17 @@ def build(ctx: AppContext, form: Form) -> None:
     # the options that decide what Compare generates, and with which models
     option_names = list(dict.fromkeys(s.name for s in [*specs_tagged("generation"), *specs_tagged("model_source")]))
 
-    def on_compare(text: str, seed_value: float | None, *values: Any) -> list[Any]:
+    def on_compare(text: str, seed_value: float | None, request: gr.Request, *values: Any) -> list[Any]:
         parsed, errors = parse_form(option_names, list(values))
         try:
             if errors:
                 raise errors[0]
             config = CustomPPOConfig.from_dict({**ctx.initial_config().to_dict(), **parsed})
-            seed_int = int(seed_value or 0)
-            result, who = run_compare(ctx, text, config, seed_int)
+            seed_int = parse_seed(seed_value)
+            result, who = run_compare(ctx, text or "", config, seed_int, request.session_hash)
         except Exception as exc:  # shown in words; the app keeps serving
-            return [f"❌ {describe_exception(exc)}", gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()]
+            message = ctx.policy.redact(describe_exception(exc))
+            return [f"❌ {message}", gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()]
         kl_text = f" · mean KL(teacher‖student) {result.mean_kl:.3f} nats/token" if result.mean_kl is not None else ""
         return [
             f"Seed {seed_int}, {who}{kl_text}. {result.note}".strip(),
@@ -78,4 +79,6 @@ def build(ctx: AppContext, form: Form) -> None:
         on_compare,
         inputs=[prompt, seed, *[form.controls[n] for n in option_names]],
         outputs=[note, teacher_score, teacher_text, student_score, student_text, tokens],
+        concurrency_limit=1,
+        concurrency_id="compare",  # shared with the API's /compare: one Compare at a time
     )

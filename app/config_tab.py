@@ -11,7 +11,7 @@ from app.context import AppContext
 from app.forms import Form, control_updates, errors_markdown
 from app.services import CONFIG_FILE, list_presets, load_preset, save_preset, write_config_file
 from tnd_core.config import GROUPS, CustomPPOConfig
-from tnd_core.errors import TndError
+from tnd_core.errors import ConfigError, TndError
 
 
 def reproduce_commands(config_file: str = CONFIG_FILE) -> str:
@@ -24,7 +24,9 @@ def reproduce_commands(config_file: str = CONFIG_FILE) -> str:
     )
 
 
-def build(ctx: AppContext, form: Form, config: CustomPPOConfig, saved_values: gr.BrowserState) -> gr.Markdown:
+def build(
+    ctx: AppContext, form: Form, config: CustomPPOConfig, saved_values: gr.BrowserState, owner: gr.BrowserState
+) -> gr.Markdown:
     """Create the option accordions and wire checking, presets and downloads; returns the check summary."""
     gr.Markdown("Every option of the trainer. Problems show under the field and in the summary before a run can start.")
     summary = gr.Markdown("Config OK.", elem_id="config-check")
@@ -36,7 +38,9 @@ def build(ctx: AppContext, form: Form, config: CustomPPOConfig, saved_values: gr
     with gr.Row():
         preset_name = gr.Textbox(label="Preset name", scale=2, max_lines=1)
         save = gr.Button("Save preset", size="sm", scale=1)
-        preset_pick = gr.Dropdown(choices=list_presets(), label="Saved presets", scale=2, allow_custom_value=False)
+        preset_pick = gr.Dropdown(
+            choices=[] if ctx.policy.hosted else list_presets(ctx), label="Saved presets", scale=2
+        )
         load = gr.Button("Load preset", size="sm", scale=1)
     preset_status = gr.Markdown("")
     config_file = gr.File(label="Config file", visible=True, interactive=False)
@@ -50,6 +54,11 @@ def build(ctx: AppContext, form: Form, config: CustomPPOConfig, saved_values: gr
 
     def check(*values: Any) -> list[Any]:
         cfg, errors = form.read(values)
+        if cfg is not None:
+            try:
+                ctx.policy.check_limits(cfg)  # a hosted app's limits show as the user types, like any other check
+            except ConfigError as exc:
+                cfg, errors = None, [exc]
         yaml_text = cfg.to_yaml() if cfg else "# fix the problems listed above first\n"
         saved = dict(zip(form.names, values))
         return [errors_markdown(errors), yaml_text, saved, *control_updates(form.names, errors)]
@@ -84,7 +93,7 @@ def build(ctx: AppContext, form: Form, config: CustomPPOConfig, saved_values: gr
         try:
             cfg = CustomPPOConfig.load(file if isinstance(file, str) else file.name)
         except TndError as exc:
-            return [f"❌ {exc}", *[gr.skip()] * len(form.components)]
+            return [f"❌ {ctx.policy.redact(str(exc))}", *[gr.skip()] * len(form.components)]
         return fill(cfg, f"Loaded {Path(str(file)).name}.")
 
     upload.upload(on_upload, inputs=upload, outputs=[preset_status, *form.components])
@@ -97,23 +106,38 @@ def build(ctx: AppContext, form: Form, config: CustomPPOConfig, saved_values: gr
 
     download.click(on_download, inputs=form.components, outputs=[preset_status, config_file])
 
-    def on_save(name: str, *values: Any) -> tuple[str, Any]:
+    def on_save(name: str, token: str | None, request: gr.Request, *values: Any) -> tuple[str, Any]:
         cfg, errors = form.read(values)
         if cfg is None:
             return f"❌ Fix the config first:\n{errors_markdown(errors)}", gr.skip()
+        token = ctx.owner_token(token, request.session_hash)
         try:
-            path = save_preset(name, cfg)
+            path = save_preset(ctx, name, cfg, token)
         except TndError as exc:
             return f"❌ {exc}", gr.skip()
-        return f"Saved preset **{name.strip()}** ({path}).", gr.update(choices=list_presets(), value=name.strip())
+        where = "" if ctx.policy.hosted else f" ({path})"
+        choices = list_presets(ctx, token)
+        return f"Saved preset **{name.strip()}**{where}.", gr.update(choices=choices, value=name.strip())
 
-    save.click(on_save, inputs=[preset_name, *form.components], outputs=[preset_status, preset_pick])
+    save.click(
+        on_save,
+        inputs=[preset_name, owner, *form.components],
+        outputs=[preset_status, preset_pick],
+        concurrency_limit=2,
+    )
 
-    def on_load(name: str) -> list[Any]:
+    def on_load(name: str, token: str | None, request: gr.Request) -> list[Any]:
         try:
-            return fill(load_preset(name), f"Loaded preset **{name}**.")
+            return fill(
+                load_preset(ctx, name, ctx.owner_token(token, request.session_hash)), f"Loaded preset **{name}**."
+            )
         except TndError as exc:
             return [f"❌ {exc}", *[gr.skip()] * len(form.components)]
 
-    load.click(on_load, inputs=preset_pick, outputs=[preset_status, *form.components])
+    load.click(on_load, inputs=[preset_pick, owner], outputs=[preset_status, *form.components])
+
+    def refresh_presets(token: str | None, request: gr.Request) -> Any:
+        return gr.update(choices=list_presets(ctx, ctx.owner_token(token, request.session_hash)))
+
+    preset_pick.focus(refresh_presets, inputs=owner, outputs=preset_pick, queue=False)
     return summary

@@ -17,15 +17,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.hosting import HostPolicy
 from app.runner import Runner
+from app.throttle import RateLimiter, WorkBudget
 from tnd_core.config import CustomPPOConfig
 from tnd_core.errors import ConfigError, TndError
 
 log = logging.getLogger(__name__)
 
 
+def zero_gpu() -> bool:
+    """True on ZeroGPU Space hardware, where a GPU exists only inside short decorated calls."""
+    return os.environ.get("SPACES_ZERO_GPU", "").strip().lower() in ("1", "true", "yes")
+
+
 def device_name() -> str:
-    """Where the app puts models: the GPU when there is one, else the CPU."""
+    """Where the app puts models: the GPU when there is one the training thread can keep, else the CPU."""
+    if zero_gpu():  # background training never holds a ZeroGPU device
+        return "cpu"
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -130,10 +139,14 @@ class LoadedModels:
 
 @dataclass
 class AppContext:
-    """What the tabs share in one app process."""
+    """What the tabs share in one app process: the runner, the bundle, loaded models, the host's policy
+    (local or hosted mode) and the fair-share limits on per-visitor work."""
 
     runner: Runner
     bundle: BundleManager
+    policy: HostPolicy = field(default_factory=HostPolicy)
+    compare_budget: WorkBudget = field(default_factory=lambda: WorkBudget(HostPolicy().compare_share))
+    compare_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0, what="Compare calls"))
     models: LoadedModels = field(default_factory=LoadedModels)
     models_lock: threading.Lock = field(default_factory=threading.Lock)
     session_tokens: dict[str, str] = field(default_factory=dict)

@@ -10,7 +10,7 @@ import pandas as pd
 from app.context import AppContext
 from app.forms import Form
 from app.runner import describe_exception
-from app.services import MAX_UPLOAD_MB, keep_upload, prompts_table
+from app.services import MAX_UPLOAD_MB, keep_upload, preview_source, prompts_table
 from tnd_core.config import CustomPPOConfig
 from tnd_core.data.prompts import TABLE_SUFFIXES, load_prompts, preview_table
 from tnd_core.sources import is_bundle
@@ -19,14 +19,16 @@ PREVIEW_ROWS = 8
 SOURCES = ("bundle", "hub dataset", "uploaded file")
 
 
-def preview(ctx: AppContext, source: str, column: str | None) -> tuple[list[str], pd.DataFrame, int, str]:
+def preview(
+    ctx: AppContext, source: str, column: str | None, owner: str | None = None
+) -> tuple[list[str], pd.DataFrame, int, str]:
     """Columns, first rows, number of prompts and the prompt column of a source (bundle, file or hub id).
 
     With `column` None (a fresh upload) the column is 'prompt' when there is one, else the first.
     """
-    path = prompts_table(ctx, source)
+    path = prompts_table(ctx, source, owner)
     if path is None:
-        prompts = load_prompts(source, column or "prompt")
+        prompts = load_prompts(preview_source(ctx, source, owner), column or "prompt")
         return (
             [column or "prompt"],
             pd.DataFrame({column or "prompt": prompts[:PREVIEW_ROWS]}),
@@ -40,11 +42,12 @@ def preview(ctx: AppContext, source: str, column: str | None) -> tuple[list[str]
     return names, rows, len(load_prompts(str(path), column)), column
 
 
-def build(ctx: AppContext, form: Form, config: CustomPPOConfig) -> None:
+def build(ctx: AppContext, form: Form, config: CustomPPOConfig, owner: gr.BrowserState) -> None:
     """Create the tab's controls (the `data` option group), the upload, the column picker and the preview."""
+    upload_mb = ctx.policy.limit("upload_mb") if ctx.policy.hosted else MAX_UPLOAD_MB
     gr.Markdown(
         "Prompts the student continues during training. `bundle` uses the embedded prompts; a hub dataset id or a "
-        f"CSV/JSONL file (up to {MAX_UPLOAD_MB} MB) works too. Pick the column that holds the prompt text."
+        f"CSV/JSONL file (up to {upload_mb} MB) works too. Pick the column that holds the prompt text."
     )
     kind = gr.Radio(list(SOURCES), value="bundle", label="Source", elem_id="data-source")
     upload = gr.File(
@@ -67,31 +70,44 @@ def build(ctx: AppContext, form: Form, config: CustomPPOConfig) -> None:
 
     kind.change(on_kind, inputs=[kind, source], outputs=[upload, source], queue=False)
 
-    def show_preview(src: str, col: str) -> tuple[Any, str, Any]:
+    def show_preview(src: str, col: str, token: str | None, request: gr.Request) -> tuple[Any, str, Any]:
         try:
-            names, rows, count, col = preview(ctx, src, col)
+            names, rows, count, col = preview(ctx, src, col, ctx.owner_token(token, request.session_hash))
         except Exception as exc:  # a malformed file or a bad id is reported in words
-            return gr.skip(), f"❌ {describe_exception(exc)}", None
+            return gr.skip(), f"❌ {ctx.policy.redact(describe_exception(exc))}", None
         return gr.update(choices=names, value=col), f"✅ {count} prompts from column **{col}**.", rows
 
-    def on_upload(file: Any) -> tuple[Any, Any, Any, str, Any]:
+    def on_upload(file: Any, token: str | None, request: gr.Request) -> tuple[Any, Any, Any, str, Any]:
         if file is None:
             return gr.skip(), gr.skip(), gr.skip(), "", None
+        token = ctx.owner_token(token, request.session_hash)
         try:
-            kept = keep_upload(file if isinstance(file, str) else file.name)
-            names, rows, count, col = preview(ctx, str(kept), None)
+            kept, value = keep_upload(ctx, file if isinstance(file, str) else file.name, token)
+            names, rows, count, col = preview(ctx, value, None, token)
         except Exception as exc:  # a malformed file is reported in words
-            return gr.skip(), gr.skip(), gr.skip(), f"❌ {describe_exception(exc)}", None
+            return gr.skip(), gr.skip(), gr.skip(), f"❌ {ctx.policy.redact(describe_exception(exc))}", None
         return (
-            str(kept),
+            value,
             col,
             gr.update(choices=names, value=col),
             f"✅ {kept.name}: {count} prompts from column **{col}**.",
             rows,
         )
 
-    upload.upload(on_upload, inputs=upload, outputs=[source, column, columns, status, table], api_name="upload_prompts")
-    columns.input(lambda c: c, inputs=columns, outputs=column, queue=False).then(
-        show_preview, inputs=[source, column], outputs=[columns, status, table]
+    upload.upload(
+        on_upload,
+        inputs=[upload, owner],
+        outputs=[source, column, columns, status, table],
+        api_name="upload_prompts",
+        concurrency_limit=2,
     )
-    show.click(show_preview, inputs=[source, column], outputs=[columns, status, table], api_name="preview_prompts")
+    columns.input(lambda c: c, inputs=columns, outputs=column, queue=False).then(
+        show_preview, inputs=[source, column, owner], outputs=[columns, status, table]
+    )
+    show.click(
+        show_preview,
+        inputs=[source, column, owner],
+        outputs=[columns, status, table],
+        api_name="preview_prompts",
+        concurrency_limit=2,
+    )

@@ -33,10 +33,14 @@ def _float_step(default: Any) -> float:
     return 0.1
 
 
-def make_control(spec: FieldSpec, value: Any = None) -> gr.components.Component:
-    """One Gradio control for an option, created in the current Blocks context."""
+def make_control(spec: FieldSpec, value: Any = None, locked: str | None = None) -> gr.components.Component:
+    """One Gradio control for an option, created in the current Blocks context; a `locked` control
+    shows its value read-only, with the reason after its help text."""
     value = spec.default if value is None and not spec.optional else value
-    common = {"label": spec.name, "info": field_info(spec), "elem_id": f"cfg-{spec.name}"}
+    info = field_info(spec) if locked is None else f"{field_info(spec)} {locked}"
+    common = {"label": spec.name, "info": info, "elem_id": f"cfg-{spec.name}"}
+    if locked is not None:
+        common["interactive"] = False
     if spec.type == "bool":
         return gr.Checkbox(value=bool(value), **common)
     if spec.choices:
@@ -122,12 +126,18 @@ def control_updates(names: list[str], errors: list[ConfigError]) -> list[dict]:
 class Form:
     """The option controls of every tab, kept in `field_specs()` order so values line up with names."""
 
-    def __init__(self) -> None:
+    def __init__(self, locked: dict[str, str] | None = None) -> None:
         self.controls: dict[str, gr.components.Component] = {}
+        # options the host does not let visitors change, with the reason shown under each
+        self.locked = dict(locked or {})
 
     def add_group(self, group: str, config: CustomPPOConfig) -> dict[str, gr.components.Component]:
         """Create the controls of one option group in the current Blocks context."""
-        created = {s.name: make_control(s, getattr(config, s.name)) for s in field_specs() if s.group == group}
+        created = {
+            s.name: make_control(s, getattr(config, s.name), self.locked.get(s.name))
+            for s in field_specs()
+            if s.group == group
+        }
         self.controls.update(created)
         return created
 

@@ -107,6 +107,8 @@ class HostPolicy:
     allow_remote_code: bool = False
     require_login: bool = False
     allowed_users: frozenset[str] = frozenset()
+    # the share of a running job's wall time that Compare (run between two steps) may take, in both modes
+    compare_share: float = 0.15
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, hosted: bool | None = None) -> HostPolicy:
@@ -124,6 +126,13 @@ class HostPolicy:
             except ValueError:
                 raise ConfigError(limit.env, raw, f"must be an integer ({limit.what})") from None
         data_root = Path(env["TND_DATA_ROOT"]).expanduser() if env.get("TND_DATA_ROOT") else cache_root()
+        raw_share = env.get("TND_COMPARE_SHARE", "").strip()
+        try:
+            compare_share = float(raw_share) if raw_share else 0.15
+        except ValueError:
+            compare_share = -1.0
+        if not 0 < compare_share <= 1:
+            raise ConfigError("TND_COMPARE_SHARE", raw_share, "must be a number in (0, 1]")
         users = frozenset(u.strip() for u in env.get("TND_ALLOWED_USERS", "").split(",") if u.strip())
         return cls(
             hosted=hosted,
@@ -132,6 +141,7 @@ class HostPolicy:
             allow_remote_code=bool(_flag(env, "TND_ALLOW_REMOTE_CODE")),
             require_login=bool(_flag(env, "TND_REQUIRE_LOGIN")) or bool(users),
             allowed_users=users,
+            compare_share=compare_share,
         )
 
     # ------------------------------------------------------------------ folders
@@ -194,12 +204,10 @@ class HostPolicy:
         raise self._refuse_source(field_name, value)
 
     # ------------------------------------------------------------------ configs
-    def check_config(self, config: CustomPPOConfig, owner_token: str | None) -> CustomPPOConfig:
-        """`config` as this app runs it: unchanged in local mode; in hosted mode checked against the
-        limits and the allowed sources, with local sources (uploads, the data root) made absolute paths,
-        Hub ids kept, and `output_dir` made a folder under the runs root."""
+    def check_limits(self, config: CustomPPOConfig) -> None:
+        """Refuse remote code and values above the host's limits (hosted mode; nothing in local mode)."""
         if not self.hosted:
-            return config
+            return
         if config.trust_remote_code and not self.allow_remote_code:
             raise ConfigError(
                 "trust_remote_code",
@@ -212,6 +220,14 @@ class HostPolicy:
             too_many = value > self.limits[name] or (name == "save_total_limit" and value == 0)
             if too_many:
                 raise self._over(name, value)
+
+    def check_config(self, config: CustomPPOConfig, owner_token: str | None) -> CustomPPOConfig:
+        """`config` as this app runs it: unchanged in local mode; in hosted mode checked against the
+        limits and the allowed sources, with local sources (uploads, the data root) made absolute paths,
+        Hub ids kept, and `output_dir` made a folder under the runs root."""
+        if not self.hosted:
+            return config
+        self.check_limits(config)
         sources = {}
         for name in (*MODEL_SOURCE_FIELDS, "dataset_name_or_path"):
             resolved = self.check_source(name, getattr(config, name), owner_token)
@@ -221,7 +237,10 @@ class HostPolicy:
             raise ConfigError(
                 "resume_from_checkpoint", resume, "on this hosted app: empty, 'latest' or checkpoint-<step> of this run"
             )
-        return config.replace(output_dir=str(self.runs_root / run_name(config.output_dir)), **sources)
+        run_folder = self.runs_root / run_name(config.output_dir)
+        if resume and resume != "latest":
+            sources["resume_from_checkpoint"] = str(run_folder / resume)
+        return config.replace(output_dir=str(run_folder), **sources)
 
     def claim_run(self, output_dir: str | Path, owner_token: str | None) -> None:
         """Create the run folder for `owner_token`, or refuse a run name another session owns; then

@@ -7,7 +7,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from app.context import AppContext, LoadedModels, device_name
+from app.context import AppContext, LoadedModels, device_name, zero_gpu
 from app.forms import Form
 from app.runner import describe_exception
 from app.services import load_models
@@ -34,13 +34,32 @@ def describe_models(models: LoadedModels) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def build(ctx: AppContext, form: Form, config: CustomPPOConfig) -> None:
+def hardware_note(ctx: AppContext) -> str:
+    """What the app's hardware and mode mean for training (ZeroGPU, hosted mode), or ''."""
+    notes = []
+    if zero_gpu():
+        notes.append(
+            "⚠ **ZeroGPU hardware**: a GPU exists here only inside short decorated calls, so background "
+            "training runs on the **CPU**. Training needs a Space with a dedicated GPU (or the CPU, slowly)."
+        )
+    if ctx.policy.hosted:
+        notes.append(
+            "🔒 **Hosted mode**: models come from `bundle`, a Hugging Face Hub id (safetensors weights, at most "
+            f"{ctx.policy.limit('model_parameters'):,} parameters) or a folder inside the app's data folder; "
+            "a model's own code never runs."
+        )
+    return "\n\n".join(notes)
+
+
+def build(ctx: AppContext, form: Form, config: CustomPPOConfig, owner: gr.BrowserState) -> None:
     """Create the tab's controls (the `models` option group) and wire its Load button."""
+    where = "a Hub id or a folder in the app's data folder" if ctx.policy.hosted else "a hub id or a local folder"
     gr.Markdown(
         "Pick the **teacher** (frozen, writes demonstrations and the distillation targets), the **student** "
         "(trained) and the **reward model** (scores text). `bundle` uses the embedded baby-language models; "
-        "otherwise give a hub id or a local folder."
+        f"otherwise give {where}."
     )
+    gr.Markdown(hardware_note(ctx), elem_id="hardware-note")
     bundle_line = gr.Markdown(ctx.bundle.status_line(), elem_id="bundle-status")
     controls = form.add_group("models", config)
     load_button = gr.Button("Load models", variant="secondary", elem_id="load-models")
@@ -62,12 +81,19 @@ def build(ctx: AppContext, form: Form, config: CustomPPOConfig) -> None:
         bundle_tick, inputs=shown, outputs=[bundle_line, shown, bundle_timer], show_progress="hidden", queue=False
     )
 
-    def on_load(progress: gr.Progress = gr.Progress(), *values: Any) -> tuple[str, pd.DataFrame]:  # noqa: B008 (Gradio's idiom)
+    def on_load(
+        token: str | None,
+        request: gr.Request,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 (Gradio's idiom)
+        *values: Any,
+    ) -> tuple[str, pd.DataFrame]:
         try:
             config = ctx.initial_config().replace(**dict(zip(controls, values)))
-            loaded = load_models(ctx, config, progress)
+            loaded = load_models(ctx, config, progress, owner=ctx.owner_token(token, request.session_hash))
         except Exception as exc:  # a bad id or path is the user's to fix: show it in words
-            return f"❌ {describe_exception(exc)}", describe_models(ctx.models)
+            return f"❌ {ctx.policy.redact(describe_exception(exc))}", describe_models(ctx.models)
         return f"✅ Models loaded on **{device_name()}**.", describe_models(loaded)
 
-    load_button.click(on_load, inputs=list(controls.values()), outputs=[status, table])
+    load_button.click(
+        on_load, inputs=[owner, *controls.values()], outputs=[status, table], concurrency_limit=1, concurrency_id="load"
+    )

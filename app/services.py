@@ -8,15 +8,17 @@ Importing this module does not load torch (the model and Compare work import it 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
-import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from app.context import AppContext, BundleManager, LoadedModels, device_name
-from app.runner import RunFunction, RunStore
+from app.hosting import HostPolicy, session_key
+from app.runner import JobBusyError, RunFunction, RunStore
+from app.throttle import Meter
 from tnd_core import pipeline
 from tnd_core.cache import cache_root
 from tnd_core.config import CustomPPOConfig, specs_tagged
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
 CONFIG_FILE = "tnd_config.yaml"
 PRESET_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_UPLOAD_MB = 50
+MAX_PROMPT_CHARS = 2000
+MAX_PRESETS_HOSTED = 20
 
 
 # ---------------------------------------------------------------------- config files and presets
@@ -41,63 +45,95 @@ def write_config_file(config: CustomPPOConfig) -> str:
     return str(path)
 
 
-def presets_dir() -> Path:
-    """Where saved presets live: `presets` under the cache root."""
+def presets_dir(ctx: AppContext, owner: str | None = None) -> Path:
+    """Where saved presets live: `presets` under the cache root; in hosted mode each session has its own."""
+    if ctx.policy.hosted:
+        return ctx.policy.data_root / "presets" / session_key(owner)
     return cache_root() / "presets"
 
 
-def list_presets() -> list[str]:
+def list_presets(ctx: AppContext, owner: str | None = None) -> list[str]:
     """Names of the saved presets, sorted."""
-    folder = presets_dir()
+    folder = presets_dir(ctx, owner)
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
 
 
-def save_preset(name: str, config: CustomPPOConfig) -> Path:
+def save_preset(ctx: AppContext, name: str, config: CustomPPOConfig, owner: str | None = None) -> Path:
     """Write `config` as the preset `name` (letters, digits, '_', '-', '.')."""
     name = (name or "").strip()
     if not PRESET_NAME.match(name):
         raise ConfigError("preset name", name, "1-64 letters, digits, '_', '-' or '.'")
-    folder = presets_dir()
+    saved = list_presets(ctx, owner)
+    if ctx.policy.hosted and name not in saved and len(saved) >= MAX_PRESETS_HOSTED:
+        raise ConfigError("preset name", name, f"at most {MAX_PRESETS_HOSTED} presets per session on this hosted app")
+    folder = presets_dir(ctx, owner)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.yaml"
     config.save(path)
     return path
 
 
-def load_preset(name: str) -> CustomPPOConfig:
+def load_preset(ctx: AppContext, name: str, owner: str | None = None) -> CustomPPOConfig:
     """Read the preset `name`."""
-    if not name or name not in list_presets():
-        raise ConfigError("preset", name, f"one of: {', '.join(list_presets()) or 'no presets saved yet'}")
-    return CustomPPOConfig.load(presets_dir() / f"{name}.yaml")
+    saved = list_presets(ctx, owner)
+    if not name or name not in saved:
+        raise ConfigError("preset", name, f"one of: {', '.join(saved) or 'no presets saved yet'}")
+    return CustomPPOConfig.load(presets_dir(ctx, owner) / f"{name}.yaml")
 
 
 # ---------------------------------------------------------------------- uploaded prompt files
-def uploads_dir() -> Path:
-    """Where uploaded prompt files are kept: `uploads` under the cache root."""
-    return cache_root() / "uploads"
-
-
-def keep_upload(path: str) -> Path:
-    """Copy an upload out of Gradio's temporary cache so a run can read it later; checks size and type."""
+def keep_upload(ctx: AppContext, path: str, owner: str | None) -> tuple[Path, str]:
+    """Copy an upload out of Gradio's temporary cache into the session's own uploads folder, so a run can
+    read it later and no other session sees it; returns the kept file and the source value naming it."""
     source = Path(path)
-    size_mb = source.stat().st_size / 2**20
-    if size_mb > MAX_UPLOAD_MB:
-        raise ConfigError("dataset file", source.name, f"at most {MAX_UPLOAD_MB} MB (this one has {size_mb:.1f} MB)")
     if source.suffix.lower() not in TABLE_SUFFIXES:
         raise ConfigError("dataset file", source.name, f"a {', '.join(TABLE_SUFFIXES)} file")
-    target = uploads_dir() / source.name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
-    return target
+    return ctx.policy.keep_upload(source, owner, MAX_UPLOAD_MB)
 
 
 # ---------------------------------------------------------------------- the bundle
-def prompts_table(ctx: AppContext, source: str) -> Path | None:
-    """The file a prompts source reads (the bundle's prompts, a local table), None for a hub dataset id."""
+def prompts_table(ctx: AppContext, source: str, owner: str | None = None) -> Path | None:
+    """The file a prompts source reads (the bundle's prompts, a local table), None for a Hub dataset id.
+
+    In hosted mode only the bundle, the data root and the session's uploads are read; anything else
+    is refused before the disk is touched (`HostPolicy.check_source`).
+    """
     if is_bundle(source):
         return Path(ctx.bundle.wait(timeout_s=1.0).prompts)
+    if ctx.policy.hosted:
+        resolved = ctx.policy.check_source("dataset_name_or_path", source, owner)
+        if resolved.startswith("hub:"):
+            return None
+        source = resolved
     path = Path(source).expanduser()
     return path if path.suffix.lower() in TABLE_SUFFIXES or path.exists() else None
+
+
+def preview_source(ctx: AppContext, source: str, owner: str | None) -> str | Path:
+    """What the Data tab's preview reads for `source`: a local table, or a Hub dataset id (fetched into
+    the Hub cache within the host's limits in hosted mode)."""
+    path = prompts_table(ctx, source, owner)
+    if path is not None:
+        return path
+    if ctx.policy.hosted:
+        return ctx.policy.fetch_sources(CustomPPOConfig(dataset_name_or_path=source)).dataset_name_or_path
+    return source
+
+
+# ---------------------------------------------------------------------- starting runs
+def start_run(
+    ctx: AppContext, config: CustomPPOConfig, owner: str | None, username: str | None = None
+) -> CustomPPOConfig:
+    """Start `config` as the app's job owned by `owner`, after the host's checks (sign-in, limits, sources,
+    the run folder); returns the config as it runs (in hosted mode `output_dir` is under the runs root)."""
+    ctx.policy.check_starter(username)
+    checked = ctx.policy.check_config(config, owner)
+    if ctx.runner.running:  # refused before any run folder is touched
+        who = "this session" if ctx.runner.is_owner(owner) else "another session"
+        raise JobBusyError(f"A training job started by {who} is still running; one job per app. Stop it first.")
+    ctx.policy.claim_run(checked.output_dir, owner)
+    ctx.runner.start(checked, owner or "")
+    return checked
 
 
 def eval_prompts(ctx: AppContext, limit: int = 30, words: int = 3) -> list[str]:
@@ -118,19 +154,22 @@ def eval_prompts(ctx: AppContext, limit: int = 30, words: int = 3) -> list[str]:
     return prompts
 
 
-def training_run_function(bundle: BundleManager, store: RunStore) -> RunFunction:
-    """`tnd_core.pipeline.run_training`, after waiting for the app's bundle when the config uses it.
+def training_run_function(bundle: BundleManager, store: RunStore, policy: HostPolicy | None = None) -> RunFunction:
+    """`tnd_core.pipeline.run_training`, after waiting for the app's bundle when the config uses it and,
+    in hosted mode, fetching its Hub models and data within the host's limits.
 
     The app builds the bundle once in the background; a run that needs it waits for that build
     (its progress shows in the store's status line) instead of starting a second one.
     """
+    policy = policy or HostPolicy()
 
     def run(
         config: CustomPPOConfig, callbacks: Sequence[Subscriber] = (), control: TrainingControl | None = None
     ) -> dict[str, Any]:
+        config = policy.fetch_sources(config, progress=store.set_detail)
         if uses_bundle(config):
             bundle.wait(on_progress=lambda line: store.set_detail(f"Waiting for the bundle: {line}"))
-            store.set_detail("")
+        store.set_detail("")
         return pipeline.run_training(config, callbacks=callbacks, control=control)
 
     return run
@@ -142,11 +181,17 @@ def model_options(config: CustomPPOConfig) -> dict[str, Any]:
     return {spec.name: getattr(config, spec.name) for spec in specs_tagged("model_source")}
 
 
-def load_models(ctx: AppContext, config: CustomPPOConfig, progress: Callable[..., Any] | None = None) -> LoadedModels:
+def load_models(
+    ctx: AppContext, config: CustomPPOConfig, progress: Callable[..., Any] | None = None, owner: str | None = None
+) -> LoadedModels:
     """Load the teacher, student and reward model of `config` onto the app's device and keep them in
     `ctx.models`. Waits for the app's bundle when a model comes from it, so it is never built twice;
-    `progress(fraction, desc=...)` (Gradio's) hears of each model."""
+    `progress(fraction, desc=...)` (Gradio's) hears of each model. In hosted mode the sources pass the
+    host's checks first and Hub models are fetched within its limits."""
     options = model_options(config)
+    if ctx.policy.hosted:
+        checked = ctx.policy.check_config(config, owner)
+        config = ctx.policy.fetch_sources(checked, progress=None if progress is None else lambda m: progress(0, desc=m))
     # resolving the config's sources touches the bundle whenever any of them (prompts too) names it
     if uses_bundle(config):
         ctx.bundle.wait()
@@ -169,25 +214,52 @@ def load_models(ctx: AppContext, config: CustomPPOConfig, progress: Callable[...
     return loaded
 
 
-def models_for(ctx: AppContext, config: CustomPPOConfig) -> LoadedModels:
+def models_for(ctx: AppContext, config: CustomPPOConfig, owner: str | None = None) -> LoadedModels:
     """The loaded models when they are `config`'s, else `config`'s models loaded now."""
     with ctx.models_lock:
         current = ctx.models
     if current.student is not None and current.options == model_options(config):
         return current
-    return load_models(ctx, config)
+    return load_models(ctx, config, owner=owner)
 
 
 # ---------------------------------------------------------------------- Compare
-def run_compare(ctx: AppContext, prompt: str, config: CustomPPOConfig, seed: int) -> tuple[CompareResult, str]:
+def parse_seed(value: Any) -> int:
+    """A Compare seed from a form or API value: an integer in [0, 2**32 - 1], else a ConfigError."""
+    try:
+        seed = int(value or 0)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError("seed", value, "must be an integer in [0, 2**32 - 1]") from None
+    if not 0 <= seed < 2**32:
+        raise ConfigError("seed", value, "must be an integer in [0, 2**32 - 1]")
+    return seed
+
+
+def run_compare(
+    ctx: AppContext, prompt: str, config: CustomPPOConfig, seed: int, session: str | None = None
+) -> tuple[CompareResult, str]:
     """Compare (`tnd_core.evaluation.compare`) on the current run's models between two steps, or on
     the models loaded for `config` when there is no run; returns the result and whose student answered.
 
     A run that holds no teacher or reward model (its config needs neither) borrows them from the
-    models loaded for `config`, loaded here, outside the training thread.
+    models loaded for `config`, loaded here, outside the training thread. Each session gets the host's
+    number of calls per minute, and all sessions together take at most `ctx.compare_budget`'s share
+    of a running job's time, one call at a time.
     """
     from tnd_core.evaluation.compare import compare
 
+    ctx.compare_limiter.check(session or "anonymous")
+    if ctx.policy.hosted:
+        ctx.policy.check_config(config, session)
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise ConfigError("prompt", prompt, f"at most {MAX_PROMPT_CHARS} characters")
+    with ctx.compare_budget.turn(timeout_s=ctx.runner.request_timeout_s) as meter:
+        return _compare_between_steps(ctx, prompt, config, seed, session, compare, meter)
+
+
+def _compare_between_steps(
+    ctx: AppContext, prompt: str, config: CustomPPOConfig, seed: int, session: str | None, compare: Any, meter: Meter
+) -> tuple[CompareResult, str]:
     with ctx.models_lock:
         loaded = ctx.models if ctx.models.options == model_options(config) else LoadedModels()
 
@@ -202,10 +274,12 @@ def run_compare(ctx: AppContext, prompt: str, config: CustomPPOConfig, seed: int
             who = f"student of the current run at step {models.step}"
         if teacher is None or student is None or reward_model is None:
             return None  # loaded models are missing: load them outside the training thread and ask again
-        return compare(teacher, student, reward_model, prompt, config, seed), who
+        # only the time a running job is held up counts against the budget
+        with meter.timing() if ctx.runner.running else contextlib.nullcontext():
+            return compare(teacher, student, reward_model, prompt, config, seed), who
 
     outcome = ctx.runner.call_between_steps(on_models)
     if outcome is None:
-        loaded = models_for(ctx, config)
+        loaded = models_for(ctx, config, owner=session)
         outcome = ctx.runner.call_between_steps(on_models)
     return outcome

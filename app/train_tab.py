@@ -13,6 +13,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -22,6 +23,7 @@ from app import plots
 from app.context import AppContext
 from app.forms import Form, errors_markdown
 from app.runner import TERMINAL_STATES, Snapshot
+from app.services import start_run
 from tnd_core.errors import TndError
 
 ROLLOUT_COLUMNS = ["prompt", "student trial", "trial score", "teacher demo", "demo score"]
@@ -263,7 +265,9 @@ def build(ctx: AppContext, form: Form, owner: gr.BrowserState, check_summary: gr
         tick, inputs=[owner, seen], outputs=[seen, *light_outputs, *heavy_outputs], show_progress="hidden", queue=False
     )
 
-    def on_start(token: str | None, request: gr.Request, *values: Any) -> tuple[str, Any, str]:
+    def on_start(
+        token: str | None, request: gr.Request, profile: gr.OAuthProfile | None, *values: Any
+    ) -> tuple[str, Any, str]:
         # a click that beats the page's load event has no token yet: the session's becomes the browser's
         token = ctx.owner_token(token, request.session_hash)
         cfg, errors = form.read(values)
@@ -274,10 +278,11 @@ def build(ctx: AppContext, form: Form, owner: gr.BrowserState, check_summary: gr
                 token,
             )
         try:
-            ctx.runner.start(cfg, token)
+            cfg = start_run(ctx, cfg, token, profile.username if profile else None)
         except TndError as exc:
-            return f"❌ {exc}", gr.skip(), token
-        return f"Started: {cfg.steps} steps into `{cfg.output_dir}`.", gr.skip(), token
+            return f"❌ {ctx.policy.redact(str(exc))}", gr.skip(), token
+        where = f"run **{Path(cfg.output_dir).name}**" if ctx.policy.hosted else f"`{cfg.output_dir}`"
+        return f"Started: {cfg.steps} steps into {where}.", gr.skip(), token
 
     start.click(on_start, inputs=[owner, *form.components], outputs=[message, check_summary, owner], queue=False)
 

@@ -10,8 +10,10 @@ import gradio as gr
 from app import api, compare_tab, config_tab, data_tab, export_tab, models_tab, train_tab
 from app.context import AppContext, BundleManager, on_space
 from app.forms import Form, config_from_form
+from app.hosting import LIMIT_BY_NAME, HostPolicy
 from app.runner import Runner
 from app.services import training_run_function
+from app.throttle import RateLimiter, WorkBudget
 from tnd_core.config import CustomPPOConfig
 
 CSS = """
@@ -22,16 +24,59 @@ OWNER_KEY = "tnd_studio_owner"
 FORM_KEY = "tnd_studio_form"
 
 
-def make_context(runner: Runner | None = None, poll_s: float | None = None) -> AppContext:
-    """The shared objects of one app process; starts preparing the bundle in the background."""
+def make_context(
+    runner: Runner | None = None, poll_s: float | None = None, policy: HostPolicy | None = None
+) -> AppContext:
+    """The shared objects of one app process; starts preparing the bundle in the background.
+
+    `policy` defaults to what the environment asks for (`HostPolicy.from_env`: hosted on a Space).
+    """
+    policy = policy or HostPolicy.from_env()
     bundle = BundleManager()
     if runner is None:
         runner = Runner()
-        runner.run_function = training_run_function(bundle, runner.store)
-    ctx = AppContext(runner=runner, bundle=bundle, poll_s=poll_s or (2.5 if on_space() else 1.0))
+        runner.run_function = training_run_function(bundle, runner.store, policy)
+    ctx = AppContext(
+        runner=runner,
+        bundle=bundle,
+        policy=policy,
+        compare_budget=WorkBudget(policy.compare_share),
+        compare_limiter=RateLimiter(policy.limit("compare_per_minute") if policy.hosted else 0, what="Compare calls"),
+        poll_s=poll_s or (2.5 if on_space() else 1.0),
+    )
     bundle.start()
     threading.Thread(target=_warm_up, name="tnd-warm-up", daemon=True).start()
     return ctx
+
+
+def locked_options(policy: HostPolicy) -> dict[str, str]:
+    """Options a visitor cannot change on this app, with the reason (hosted mode: remote code)."""
+    if policy.hosted and not policy.allow_remote_code:
+        return {"trust_remote_code": "(Off on this hosted app: a model's own code never runs here.)"}
+    return {}
+
+
+def hosted_banner(policy: HostPolicy) -> str:
+    """One paragraph telling a visitor what a hosted app allows."""
+    limits = ", ".join(
+        f"{policy.limit(name):,} {LIMIT_BY_NAME[name].what}" for name in ("steps", "batch_size", "max_new_tokens")
+    )
+    who = "Signed-in users start runs" if policy.require_login else "One run at a time"
+    return (
+        f"🔒 **Hosted mode.** {who}; everyone can watch. Limits: at most {limits}. "
+        "Runs are named, not placed: `output_dir` is the run's name. Models and prompts come from the bundle, "
+        "the Hugging Face Hub, or files you upload in this session."
+    )
+
+
+def login_available() -> bool:
+    """Whether a Sign-in button can work: on a Space (OAuth), or locally with a Hugging Face token
+    (Gradio then signs in as that account), without which Gradio refuses to start."""
+    if on_space():
+        return True
+    from huggingface_hub import get_token
+
+    return get_token() is not None
 
 
 def _warm_up() -> None:
@@ -45,7 +90,7 @@ def build_app(ctx: AppContext | None = None) -> tuple[gr.Blocks, Form]:
     """The Gradio app and its option form (every CustomPPOConfig field has a control in it)."""
     ctx = ctx or make_context()
     config = ctx.initial_config()
-    form = Form()
+    form = Form(locked=locked_options(ctx.policy))
     with gr.Blocks(title="TnD Studio") as demo:
         owner = gr.BrowserState(None, storage_key=OWNER_KEY)
         saved_form = gr.BrowserState(None, storage_key=FORM_KEY)
@@ -53,13 +98,17 @@ def build_app(ctx: AppContext | None = None) -> tuple[gr.Blocks, Form]:
             "# TnD Studio\nTrain a small student language model by **Trials and Demonstrations**: PPO on its own "
             "trials scored by a reward model, plus the teacher's demonstrations and logits (distillation)."
         )
+        if ctx.policy.hosted:
+            gr.Markdown(hosted_banner(ctx.policy), elem_id="hosted-banner")
+        if ctx.policy.require_login and login_available():
+            gr.LoginButton()
         with gr.Tabs():
             with gr.Tab("Models", id="models"):
-                models_tab.build(ctx, form, config)
+                models_tab.build(ctx, form, config, owner)
             with gr.Tab("Data", id="data"):
-                data_tab.build(ctx, form, config)
+                data_tab.build(ctx, form, config, owner)
             with gr.Tab("Config", id="config"):
-                summary = config_tab.build(ctx, form, config, saved_form)
+                summary = config_tab.build(ctx, form, config, saved_form, owner)
             with gr.Tab("Train", id="train"):
                 train_tab.build(ctx, form, owner, summary)
             with gr.Tab("Compare", id="compare"):

@@ -69,7 +69,7 @@ def test_remote_code_is_refused_unless_the_host_allows_it(tmp_path):
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("steps", 10**9), ("batch_size", 4096), ("ppo_epochs", 4000), ("max_new_tokens", 5000), ("save_total_limit", 0)],
+    [("steps", 100_000), ("batch_size", 4096), ("ppo_epochs", 50), ("max_new_tokens", 5000), ("save_total_limit", 0)],
 )
 def test_each_limit_names_the_field_the_value_and_the_limit(tmp_path, field, value):
     values = {field: value}
@@ -109,8 +109,10 @@ def test_a_run_name_belongs_to_the_session_that_made_it_and_old_runs_are_pruned(
 
 def test_resume_is_limited_to_the_runs_own_checkpoints(tmp_path):
     policy = hosted(tmp_path)
-    for ok in ("", "latest", "checkpoint-40"):
-        policy.check_config(CustomPPOConfig(resume_from_checkpoint=ok), "alice")
+    for ok in ("", "latest"):
+        assert policy.check_config(CustomPPOConfig(resume_from_checkpoint=ok), "alice").resume_from_checkpoint == ok
+    checked = policy.check_config(CustomPPOConfig(output_dir="r", resume_from_checkpoint="checkpoint-40"), "alice")
+    assert Path(checked.resume_from_checkpoint) == policy.runs_root / "r" / "checkpoint-40"
     with pytest.raises(ConfigError) as err:
         policy.check_config(CustomPPOConfig(resume_from_checkpoint="/etc/checkpoint-1"), "alice")
     assert err.value.field == "resume_from_checkpoint"
@@ -256,3 +258,34 @@ def test_work_budget_keeps_work_within_its_share_of_wall_time():
     with budget.turn(timeout_s=0) as meter:
         clock.now += 100.0  # waiting around the work is not charged
     assert budget.wait_s() == 0.0
+
+
+def test_readme_documents_every_limit_with_its_default():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for limit in LIMITS:
+        assert f"| `{limit.env}` | {limit.default:,} | {limit.what} |" in readme, limit.env
+    for variable in ("TND_HOSTED", "TND_DATA_ROOT", "TND_ALLOW_REMOTE_CODE", "TND_REQUIRE_LOGIN", "TND_ALLOWED_USERS"):
+        assert variable in readme, variable
+
+
+def test_presets_are_per_session_and_bounded_in_hosted_mode(tmp_path, monkeypatch):
+    from app import services
+    from app.context import AppContext, BundleManager
+    from app.runner import Runner
+
+    monkeypatch.setenv("TND_CACHE_DIR", str(tmp_path / "cache"))
+    ctx = AppContext(runner=Runner(), bundle=BundleManager(), policy=hosted(tmp_path))
+    services.save_preset(ctx, "mine", CustomPPOConfig(steps=7), "alice")
+    assert services.list_presets(ctx, "alice") == ["mine"] and services.list_presets(ctx, "bob") == []
+    assert services.load_preset(ctx, "mine", "alice").steps == 7
+    with pytest.raises(ConfigError):
+        services.load_preset(ctx, "mine", "bob")
+    monkeypatch.setattr(services, "MAX_PRESETS_HOSTED", 2)
+    services.save_preset(ctx, "second", CustomPPOConfig(), "alice")
+    services.save_preset(ctx, "mine", CustomPPOConfig(steps=8), "alice")  # overwriting one is fine
+    with pytest.raises(ConfigError, match="at most 2 presets"):
+        services.save_preset(ctx, "third", CustomPPOConfig(), "alice")
+
+    local = AppContext(runner=Runner(), bundle=BundleManager())
+    services.save_preset(local, "shared", CustomPPOConfig(), "alice")
+    assert services.list_presets(local, "bob") == ["shared"]  # the machine's owner sees every preset
