@@ -74,7 +74,8 @@ def test_bundle_sources_resolve_to_its_parts_with_its_tokenizer(fake_bundle, tmp
     assert resolved.teacher == ModelSource(paths.teacher, paths.tokenizer)
     assert resolved.student == ModelSource(paths.student, paths.tokenizer)
     assert resolved.reward_model == ModelSource(paths.reward_stage, paths.tokenizer)
-    assert (resolved.prompts, resolved.prompt_column) == (paths.prompts, "prompt")
+    # the bundle's prompts are read through the config's column too: a wrong column fails instead of being ignored
+    assert (resolved.prompts, resolved.prompt_column) == (paths.prompts, "question")
     assert resolved.clm_corpus == paths.corpus and resolved.evaluation_bundle == paths
     assert len(fake_bundle) == 1
 

@@ -10,9 +10,11 @@ import argparse
 import json
 import logging
 import sys
+import tempfile
+from pathlib import Path
 
 from tnd_core.config import CustomPPOConfig, add_config_arguments, config_from_arguments, json_schema
-from tnd_core.errors import TndError
+from tnd_core.errors import ConfigError, TndError
 from tnd_core.sources import BUNDLE, SOURCE_FIELDS, is_bundle, recommended_config_path, resolve_tokenizer
 from tnd_core.trainers.reward_trainer.config import RewardTrainingConfig
 
@@ -23,18 +25,31 @@ def _resolved_config(args: argparse.Namespace) -> CustomPPOConfig:
 
 
 def _training_config(args: argparse.Namespace) -> CustomPPOConfig:
-    """As `_resolved_config`, but a run whose every source is the bundle (flags left out default to it),
-    without a config file, starts from the bundle's recommended config."""
+    """The config `tnd train` runs with, from its parsed arguments: the --config file (or defaults) with the
+    flags applied; a run whose every source is the bundle (flags left out default to it), without a config
+    file, starts from the bundle's recommended config. Raises ConfigError for any bad file or flag value."""
     on_bundle = all(is_bundle(getattr(args, name, BUNDLE)) for name in SOURCE_FIELDS)
     if args.config or not on_bundle:
         return _resolved_config(args)
     return config_from_arguments(args, CustomPPOConfig.load(recommended_config_path()))
 
 
+def check_output_dir(path: str) -> None:
+    """Create the output folder and write a file in it now, so that a folder that cannot be written fails
+    before any model loads or trains (ConfigError naming output_dir)."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise ConfigError("output_dir", path, f"cannot be created or written: {exc.strerror or exc}") from None
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from tnd_core.pipeline import run_training
 
     config = _training_config(args)
+    check_output_dir(config.output_dir)
     run_training(config)
     return 0
 
@@ -64,6 +79,8 @@ def _cmd_reward(args: argparse.Namespace) -> int:
 
     base = RewardTrainingConfig.load(args.config) if args.config else None
     config = config_from_arguments(args, base, RewardTrainingConfig)
+    if config.output_dir:  # train_reward_model itself refuses an empty one
+        check_output_dir(config.output_dir)
     result = train_reward_model(config.replace(tokenizer=resolve_tokenizer(config.tokenizer)))
     held_out = ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items()) or "no held-out data"
     print(f"reward model ({result.mode}) saved to {result.output_dir}: {held_out}")
@@ -108,14 +125,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `tnd` console script."""
+    """Entry point of the `tnd` console script.
+
+    Expected failures (a bad option or config file, data that does not fit, a folder that cannot be
+    written or read) end in one line `tnd <command>: error: ...` on stderr and a non-zero exit: 2 for
+    options and inputs (as argparse's own errors), 1 for the file system; other exceptions are bugs
+    and keep their traceback.
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except TndError as exc:
-        print(f"tnd {args.command}: error: {exc}", file=sys.stderr)
+        _report(args.command, str(exc))
         return 2
+    except OSError as exc:
+        _report(args.command, f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
+        return 1
+
+
+def _report(command: str, message: str) -> None:
+    """The one line an expected failure ends with (messages spanning lines are joined)."""
+    print(f"tnd {command}: error: {' '.join(message.split())}", file=sys.stderr)
 
 
 if __name__ == "__main__":

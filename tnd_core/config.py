@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import functools
+import inspect
 import json
 import math
+import re
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Any, ClassVar, TypeVar
 
 import yaml
 
-from tnd_core.errors import ConfigError
+from tnd_core.errors import ConfigError, short_repr, short_text
 
 GROUPS: dict[str, str] = {
     "models": "Models",
@@ -37,6 +39,8 @@ GROUPS: dict[str, str] = {
 }
 
 OPTIMIZER_NAMES = ("adamw", "adam", "sgd", "adafactor")
+# torch.optim classes that cannot train the student although their step() needs no closure.
+SPARSE_ONLY_OPTIMIZERS = ("SparseAdam",)
 SCHEDULER_NAMES = (
     "constant",
     "constant_with_warmup",
@@ -46,6 +50,29 @@ SCHEDULER_NAMES = (
     "polynomial",
     "inverse_sqrt",
 )
+# Upper bounds: generous sanity limits that keep every value within what the code and its libraries handle
+# (no overflow, no unbounded loop or allocation from a typo). A hosted app sets its own, lower limits.
+MAX_STEPS = 10_000_000
+MAX_BATCH = 65_536
+MAX_TOKENS_PROMPT = 131_072
+MAX_TOKENS_NEW = 32_768
+MAX_PER_CYCLE = 10_000
+MAX_COEF = 1e6
+MAX_SCORE = 1e12
+MAX_TEMPERATURE = 1e3
+MAX_SEED = 2**32 - 1  # what numpy's and transformers' set_seed accept
+# Text options (paths, hub ids, texts) and the JSON objects of the *_kwargs options.
+MAX_TEXT_CHARS = 10_000
+MAX_KWARGS_ITEMS = 1_000
+MAX_KWARGS_DEPTH = 8
+MAX_KWARGS_INT = 2**63 - 1
+# Config files and texts (YAML or JSON): refused beyond these before anything is built from them.
+MAX_CONFIG_CHARS = 1_000_000
+MAX_CONFIG_DEPTH = 20
+# transformers' get_scheduler passes scheduler_specific_kwargs on to every schedule but these two; the arguments
+# below are set by the trainer (warmup, the run's length) or would break resuming (last_epoch).
+SCHEDULERS_WITHOUT_KWARGS = ("constant", "constant_with_warmup")
+SCHEDULER_ARGUMENTS_SET_HERE = ("optimizer", "num_warmup_steps", "num_training_steps", "last_epoch")
 FIELD_ALIASES = {"optimize_cuda_cache": "optimize_device_cache"}
 # Every other field of TRL 0.11.4's PPOConfig, with what to do instead; the shared names are CustomPPOConfig fields.
 TRL_FIELDS_REPLACED = {
@@ -121,14 +148,21 @@ class FieldSpec:
         """Human-readable allowed range, e.g. '> 0' or 'in [0, 1]'."""
         parts = []
         if self.gt is not None:
-            parts.append(f"> {self.gt:g}")
+            parts.append(f"> {_bound_text(self.gt)}")
         if self.ge is not None:
-            parts.append(f">= {self.ge:g}")
+            parts.append(f">= {_bound_text(self.ge)}")
         if self.lt is not None:
-            parts.append(f"< {self.lt:g}")
+            parts.append(f"< {_bound_text(self.lt)}")
         if self.le is not None:
-            parts.append(f"<= {self.le:g}")
+            parts.append(f"<= {_bound_text(self.le)}")
         return " and ".join(parts)
+
+
+def _bound_text(bound: float) -> str:
+    """A bound as people write it: integers in full (4294967295, not 4.29497e+09), other numbers short (1e+06)."""
+    if isinstance(bound, int) or (bound.is_integer() and abs(bound) < 1e6):
+        return str(int(bound))
+    return f"{bound:g}"
 
 
 class ConfigBase:
@@ -168,7 +202,8 @@ class ConfigBase:
 
     @classmethod
     def from_dict(cls: type[C], values: dict[str, Any]) -> C:
-        """Build from a dict; unknown keys raise ConfigError naming the key and listing the known ones."""
+        """Build from a dict; unknown keys raise ConfigError naming the key and listing the known ones,
+        anything but a dict with string keys raises ConfigError naming 'config'."""
         return cls(**_normalise_keys(cls, values))
 
     def to_json(self, **kwargs: Any) -> str:
@@ -177,8 +212,8 @@ class ConfigBase:
 
     @classmethod
     def from_json(cls: type[C], text: str) -> C:
-        """Build from JSON text."""
-        return cls.from_dict(_load_mapping(text, json.loads, "JSON"))
+        """Build from JSON text (see `parse_config_text` for what is refused)."""
+        return cls.from_dict(parse_config_text(text, "json"))
 
     def to_yaml(self) -> str:
         """YAML text of every option, in declaration order."""
@@ -186,8 +221,8 @@ class ConfigBase:
 
     @classmethod
     def from_yaml(cls: type[C], text: str) -> C:
-        """Build from YAML text."""
-        return cls.from_dict(_load_mapping(text, yaml.safe_load, "YAML"))
+        """Build from YAML text (see `parse_config_text` for what is refused)."""
+        return cls.from_dict(parse_config_text(text, "yaml"))
 
     def save(self, path: str | Path) -> None:
         """Write as YAML (or JSON when the path ends in .json)."""
@@ -196,12 +231,8 @@ class ConfigBase:
 
     @classmethod
     def load(cls: type[C], path: str | Path) -> C:
-        """Read a YAML or JSON config file."""
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError("config", str(path), "no such file")
-        text = path.read_text()
-        return cls.from_json(text) if path.suffix == ".json" else cls.from_yaml(text)
+        """Read a YAML or JSON (.json) config file: UTF-8 text of at most MAX_CONFIG_CHARS bytes."""
+        return cls.from_dict(read_config_file(path))
 
     def replace(self: C, **changes: Any) -> C:
         """A copy with some options changed (validated)."""
@@ -215,7 +246,11 @@ def config_dataclass(cls: type[C]) -> type[C]:
     generated_init = cls.__init__
 
     @functools.wraps(generated_init)
-    def __init__(self: C, **values: Any) -> None:
+    def __init__(self: C, *positional: Any, **values: Any) -> None:
+        if positional:
+            raise ConfigError(
+                "config", positional, f"{cls.__name__} takes keyword arguments only (e.g. steps=100), not positional"
+            )
         generated_init(self, **_normalise_keys(cls, values))
 
     cls.__init__ = __init__
@@ -263,7 +298,12 @@ class CustomPPOConfig(ConfigBase):
     )
     prompt_column: str = option("prompt", "Column of the dataset that holds the prompt text.", "data")
     max_prompt_length: int = option(
-        64, "Prompts longer than this many tokens are truncated from the left.", "data", ge=1, tags=("generation",)
+        64,
+        "Prompts longer than this many tokens are truncated from the left.",
+        "data",
+        ge=1,
+        le=MAX_TOKENS_PROMPT,
+        tags=("generation",),
     )
 
     # --- PPO
@@ -272,17 +312,22 @@ class CustomPPOConfig(ConfigBase):
         "Number of training steps: PPO steps (one batch of prompts each) plus any interleaved CLM steps.",
         "ppo",
         ge=1,
+        le=MAX_STEPS,
     )
-    batch_size: int = option(16, "Prompts per PPO step.", "ppo", ge=1)
-    mini_batch_size: int = option(4, "Samples per mini-batch inside a PPO epoch.", "ppo", ge=1)
-    gradient_accumulation_steps: int = option(1, "Mini-batches accumulated per optimizer step.", "ppo", ge=1)
-    ppo_epochs: int = option(4, "Optimisation passes over each batch.", "ppo", ge=1)
+    batch_size: int = option(16, "Prompts per PPO step.", "ppo", ge=1, le=MAX_BATCH)
+    mini_batch_size: int = option(4, "Samples per mini-batch inside a PPO epoch.", "ppo", ge=1, le=MAX_BATCH)
+    gradient_accumulation_steps: int = option(
+        1, "Mini-batches accumulated per optimizer step.", "ppo", ge=1, le=MAX_BATCH
+    )
+    ppo_epochs: int = option(4, "Optimisation passes over each batch.", "ppo", ge=1, le=100)
     gamma: float = option(1.0, "Discount factor of the GAE.", "ppo", ge=0.0, le=1.0)
     lam: float = option(0.95, "Lambda of the GAE.", "ppo", ge=0.0, le=1.0)
-    cliprange: float = option(0.2, "Clip range of the policy ratio.", "ppo", gt=0.0)
-    cliprange_value: float = option(0.2, "Clip range of the value prediction.", "ppo", gt=0.0)
-    vf_coef: float = option(0.1, "Weight of the value loss.", "ppo", ge=0.0)
-    entropy_coef: float = option(0.0, "Weight of the entropy bonus; > 0 raises the policy's entropy.", "ppo", ge=0.0)
+    cliprange: float = option(0.2, "Clip range of the policy ratio.", "ppo", gt=0.0, le=10.0)
+    cliprange_value: float = option(0.2, "Clip range of the value prediction.", "ppo", gt=0.0, le=MAX_COEF)
+    vf_coef: float = option(0.1, "Weight of the value loss.", "ppo", ge=0.0, le=MAX_COEF)
+    entropy_coef: float = option(
+        0.0, "Weight of the entropy bonus; > 0 raises the policy's entropy.", "ppo", ge=0.0, le=MAX_COEF
+    )
     kl_penalty: str = option(
         "kl",
         "Per-token KL estimate in the reward: kl, abs, mse or full (whole vocabulary).",
@@ -295,15 +340,17 @@ class CustomPPOConfig(ConfigBase):
         "ppo",
         choices=("teacher", "initial_student"),
     )
-    init_kl_coef: float = option(0.2, "Initial KL penalty coefficient (beta).", "ppo", ge=0.0)
+    init_kl_coef: float = option(0.2, "Initial KL penalty coefficient (beta).", "ppo", ge=0.0, le=MAX_COEF)
     adap_kl_ctrl: bool = option(True, "Adapt the KL coefficient towards `target`.", "ppo")
-    target: float = option(6.0, "Target KL of the adaptive KL controller.", "ppo", gt=0.0)
-    horizon: float = option(10000.0, "Horizon of the adaptive KL controller.", "ppo", gt=0.0)
+    target: float = option(6.0, "Target KL of the adaptive KL controller.", "ppo", gt=0.0, le=MAX_COEF)
+    horizon: float = option(10000.0, "Horizon of the adaptive KL controller.", "ppo", gt=0.0, le=1e12)
     whiten_rewards: bool = option(False, "Whiten per-token rewards (keeping their mean) before the GAE.", "ppo")
-    ratio_threshold: float = option(10.0, "Skip a mini-batch whose mean policy ratio exceeds this.", "ppo", gt=0.0)
+    ratio_threshold: float = option(
+        10.0, "Skip a mini-batch whose mean policy ratio exceeds this.", "ppo", gt=0.0, le=MAX_COEF
+    )
 
     # --- optimizer
-    learning_rate: float = option(1.41e-5, "Learning rate.", "optimizer", gt=0.0)
+    learning_rate: float = option(1.41e-5, "Learning rate.", "optimizer", gt=0.0, le=10.0)
     optimizer_name: str = option(
         "adamw",
         "adamw, adam, sgd, adafactor, or the name of any torch.optim class. "
@@ -314,7 +361,7 @@ class CustomPPOConfig(ConfigBase):
         {}, 'Extra keyword arguments of the optimizer (JSON object), e.g. {"weight_decay": 0.01}.', "optimizer"
     )
     max_grad_norm: float | None = option(
-        1.0, "Clip gradients to this norm; empty for no clipping.", "optimizer", gt=0.0
+        1.0, "Clip gradients to this norm; empty for no clipping.", "optimizer", gt=0.0, le=MAX_COEF
     )
     optimize_device_cache: bool = option(
         False,
@@ -329,37 +376,46 @@ class CustomPPOConfig(ConfigBase):
     scheduler_kwargs: dict = option(
         {}, 'Extra keyword arguments of the scheduler (JSON object), e.g. {"power": 2.0}.', "scheduler"
     )
-    warmup: int = option(0, "Optimizer steps of linear learning-rate warmup.", "scheduler", ge=0)
+    warmup: int = option(0, "Optimizer steps of linear learning-rate warmup.", "scheduler", ge=0, le=MAX_STEPS)
 
     # --- early stopping
     early_stopping: bool = option(
         False, "Stop a batch's remaining PPO epochs once the policy KL exceeds 1.5 * target_kl.", "early_stopping"
     )
-    target_kl: float = option(1.0, "Policy-KL threshold of early stopping.", "early_stopping", gt=0.0)
+    target_kl: float = option(1.0, "Policy-KL threshold of early stopping.", "early_stopping", gt=0.0, le=MAX_COEF)
     patience: int = option(
         0,
         "Stop the run after this many PPO steps in a row without a new best mean reward "
         "(CLM steps do not count); 0 turns it off.",
         "early_stopping",
         ge=0,
+        le=MAX_STEPS,
     )
     patience_min_delta: float = option(
-        0.0, "Improvement in mean reward that counts as new best for `patience`.", "early_stopping", ge=0.0
+        0.0,
+        "Improvement in mean reward that counts as new best for `patience`.",
+        "early_stopping",
+        ge=0.0,
+        le=MAX_SCORE,
     )
 
     # --- score processing
     use_score_scaling: bool = option(False, "Divide scores by their running std.", "score")
     use_score_norm: bool = option(False, "With score scaling, also subtract the running mean.", "score")
     score_clip: float | None = option(
-        None, "Clip processed scores to [-score_clip, score_clip]; empty for no clipping.", "score", gt=0.0
+        None,
+        "Clip processed scores to [-score_clip, score_clip]; empty for no clipping.",
+        "score",
+        gt=0.0,
+        le=MAX_SCORE,
     )
 
     # --- distillation
     distill_coef: float = option(
-        1.0, "Weight of the logit-distillation loss; 0 turns distillation off.", "distillation", ge=0.0
+        1.0, "Weight of the logit-distillation loss; 0 turns distillation off.", "distillation", ge=0.0, le=MAX_COEF
     )
     distill_temperature: float = option(
-        1.0, "Softmax temperature T of distillation (loss scaled by T^2).", "distillation", gt=0.0
+        1.0, "Softmax temperature T of distillation (loss scaled by T^2).", "distillation", gt=0.0, le=MAX_TEMPERATURE
     )
     divergence: str = option(
         "forward_kl",
@@ -378,23 +434,36 @@ class CustomPPOConfig(ConfigBase):
         "tnd",
         choices=("none", "sub", "div", "bin"),
     )
-    shaping_baseline: float = option(0.0, "Constant baseline b of reward shaping.", "tnd")
+    shaping_baseline: float = option(0.0, "Constant baseline b of reward shaping.", "tnd", ge=-MAX_SCORE, le=MAX_SCORE)
     shaping_baseline_text: str = option(
         "", "If set, b is the reward model's score of this text instead of the constant.", "tnd"
     )
-    clm_coef: float = option(0.0, "Weight of a causal-LM loss on trials and demos inside the PPO step.", "tnd", ge=0.0)
-    clm_per_step: int = option(
-        0, "Plain CLM steps on corpus text per cycle (the paper's code: 3); 0 turns them off.", "tnd", ge=0
+    clm_coef: float = option(
+        0.0, "Weight of a causal-LM loss on trials and demos inside the PPO step.", "tnd", ge=0.0, le=MAX_COEF
     )
-    ppo_per_step: int = option(1, "PPO steps per cycle; 0 turns PPO off.", "tnd", ge=0)
+    clm_per_step: int = option(
+        0,
+        "Plain CLM steps on corpus text per cycle (the paper's code: 3); 0 turns them off.",
+        "tnd",
+        ge=0,
+        le=MAX_PER_CYCLE,
+    )
+    ppo_per_step: int = option(1, "PPO steps per cycle; 0 turns PPO off.", "tnd", ge=0, le=MAX_PER_CYCLE)
 
     # --- generation (trials and demos)
-    max_new_tokens: int = option(16, "Tokens generated per trial or demo.", "generation", ge=1, tags=("generation",))
+    max_new_tokens: int = option(
+        16, "Tokens generated per trial or demo.", "generation", ge=1, le=MAX_TOKENS_NEW, tags=("generation",)
+    )
     temperature: float = option(
-        1.0, "Sampling temperature of trials and demos.", "generation", gt=0.0, tags=("generation",)
+        1.0, "Sampling temperature of trials and demos.", "generation", gt=0.0, le=MAX_TEMPERATURE, tags=("generation",)
     )
     top_k: int = option(
-        0, "Sample from the k most likely tokens; 0 turns it off.", "generation", ge=0, tags=("generation",)
+        0,
+        "Sample from the k most likely tokens; 0 turns it off.",
+        "generation",
+        ge=0,
+        le=1_000_000,
+        tags=("generation",),
     )
     top_p: float = option(1.0, "Nucleus sampling probability mass.", "generation", gt=0.0, le=1.0, tags=("generation",))
     do_sample: bool = option(
@@ -403,10 +472,14 @@ class CustomPPOConfig(ConfigBase):
 
     # --- run control
     output_dir: str = option("outputs/tnd-run", "Folder for checkpoints, metrics and logs.", "run")
-    save_steps: int = option(50, "Save a checkpoint every this many steps; 0 saves only at the end.", "run", ge=0)
-    save_total_limit: int = option(2, "Checkpoints kept on disk (oldest removed first); 0 keeps all.", "run", ge=0)
-    logging_steps: int = option(1, "Emit step statistics every this many steps.", "run", ge=1)
-    eval_steps: int = option(0, "Run the evaluator every this many steps; 0 turns it off.", "run", ge=0)
+    save_steps: int = option(
+        50, "Save a checkpoint every this many steps; 0 saves only at the end.", "run", ge=0, le=MAX_STEPS
+    )
+    save_total_limit: int = option(
+        2, "Checkpoints kept on disk (oldest removed first); 0 keeps all.", "run", ge=0, le=100_000
+    )
+    logging_steps: int = option(1, "Emit step statistics every this many steps.", "run", ge=1, le=MAX_STEPS)
+    eval_steps: int = option(0, "Run the evaluator every this many steps; 0 turns it off.", "run", ge=0, le=MAX_STEPS)
     resume_from_checkpoint: str = option(
         "", "Resume from a checkpoint folder, or 'latest' in output_dir; empty starts fresh.", "run"
     )
@@ -419,7 +492,7 @@ class CustomPPOConfig(ConfigBase):
         "run",
         choices=("none", "tensorboard", "wandb", "trackio", "all"),
     )
-    seed: int = option(0, "Random seed of the run.", "run", ge=0)
+    seed: int = option(0, "Random seed of the run.", "run", ge=0, le=MAX_SEED)
 
     @property
     def needs_teacher(self) -> bool:
@@ -438,15 +511,8 @@ class CustomPPOConfig(ConfigBase):
                     f"{self.mini_batch_size} * {self.gradient_accumulation_steps} = {per_update}",
                 )
             )
-        if not is_known_optimizer(self.optimizer_name):
-            problems.append(
-                ConfigError(
-                    "optimizer_name",
-                    self.optimizer_name,
-                    f"must be one of {', '.join(OPTIMIZER_NAMES)} or the name of a torch.optim optimizer class "
-                    "(e.g. RMSprop)",
-                )
-            )
+        problems += optimizer_errors(self.optimizer_name, self.optimizer_kwargs)
+        problems += scheduler_errors(self.scheduler_name, self.scheduler_kwargs)
         if self.use_score_norm and not self.use_score_scaling:
             problems.append(
                 ConfigError(
@@ -478,6 +544,94 @@ def is_known_optimizer(name: str) -> bool:
 
     cls = getattr(torch.optim, name, None)
     return isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)
+
+
+def _optimizer_class(name: str) -> Any:
+    """The class the trainer builds for `name` (as engine.build_optimizer does); imported here, on demand,
+    so that importing the config stays light."""
+    if name == "adafactor":
+        from transformers.optimization import Adafactor
+
+        return Adafactor
+    import torch
+
+    return {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}.get(name) or getattr(
+        torch.optim, name
+    )
+
+
+def _keyword_names(function: Any, skipped: tuple[str, ...]) -> list[str] | None:
+    """The keyword arguments `function` takes, less `skipped`; None when it takes any (**kwargs)."""
+    parameters = inspect.signature(function).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return [p.name for p in parameters if p.kind in kinds and p.name not in skipped]
+
+
+def _unknown_keys_error(field_name: str, given: dict, allowed: list[str] | None, owner: str) -> ConfigError | None:
+    """A ConfigError naming the first key of `given` not in `allowed` (None: any key is allowed)."""
+    unknown = [key for key in given if allowed is not None and key not in allowed]
+    if not unknown:
+        return None
+    listed = ", ".join(allowed) if allowed else "none"
+    return ConfigError(
+        field_name, given, f"{short_repr(unknown[0])} is not an argument of {owner}; its arguments: {listed}"
+    )
+
+
+def optimizer_errors(name: str, kwargs: dict[str, Any]) -> list[ConfigError]:
+    """Problems with an optimizer name and its keyword arguments, found without building it.
+
+    The name must be a built-in name or a torch.optim class whose step() needs no closure (LBFGS's does: the
+    PPO update calls step() without one). The keys of `kwargs` must be arguments of the class's constructor;
+    `lr` is learning_rate's.
+    """
+    if not is_known_optimizer(name):
+        allowed = (
+            f"must be one of {', '.join(OPTIMIZER_NAMES)} or the name of a torch.optim optimizer class (e.g. RMSprop)"
+        )
+        return [ConfigError("optimizer_name", name, allowed)]
+    if name not in OPTIMIZER_NAMES:
+        import torch
+
+        cls = getattr(torch.optim, name)
+        if cls is torch.optim.Optimizer:
+            return [ConfigError("optimizer_name", name, "is the abstract base class; name an optimizer (e.g. RMSprop)")]
+        closure = inspect.signature(cls.step).parameters.get("closure")
+        if closure is not None and closure.default is inspect.Parameter.empty:
+            return [
+                ConfigError(
+                    "optimizer_name",
+                    name,
+                    "its step() needs a closure that re-evaluates the loss, which PPO updates do not provide; "
+                    f"use one of {', '.join(OPTIMIZER_NAMES)} or another torch.optim class (e.g. RMSprop)",
+                )
+            ]
+        if name in SPARSE_ONLY_OPTIMIZERS:
+            return [ConfigError("optimizer_name", name, "needs sparse gradients; the student's gradients are dense")]
+    if not kwargs:
+        return []
+    if "lr" in kwargs:
+        return [ConfigError("optimizer_kwargs", kwargs, "must not set 'lr': set learning_rate instead")]
+    allowed = _keyword_names(_optimizer_class(name).__init__, ("self", "params", "lr"))
+    problem = _unknown_keys_error("optimizer_kwargs", kwargs, allowed, f"optimizer {name!r}")
+    return [problem] if problem else []
+
+
+def scheduler_errors(name: str, kwargs: dict[str, Any]) -> list[ConfigError]:
+    """Problems with the keys of scheduler_kwargs: each must be an argument that transformers' get_scheduler
+    passes on to the `name` schedule (constant and constant_with_warmup take none)."""
+    if not kwargs or name not in SCHEDULER_NAMES:
+        return []
+    if name in SCHEDULERS_WITHOUT_KWARGS:
+        allowed: list[str] | None = []
+    else:
+        from transformers.optimization import TYPE_TO_SCHEDULER_FUNCTION, SchedulerType
+
+        allowed = _keyword_names(TYPE_TO_SCHEDULER_FUNCTION[SchedulerType(name)], SCHEDULER_ARGUMENTS_SET_HERE)
+    problem = _unknown_keys_error("scheduler_kwargs", kwargs, allowed, f"scheduler {name!r}")
+    return [problem] if problem else []
 
 
 # ---------------------------------------------------------------------- field metadata
@@ -534,13 +688,21 @@ def _check_field(spec: FieldSpec, value: Any) -> ConfigError | None:
         return ConfigError(spec.name, value, "must be true or false")
     if spec.type == "int" and (isinstance(value, bool) or not isinstance(value, int)):
         return ConfigError(spec.name, value, f"must be an integer {spec.bounds_text()}".strip())
-    if spec.type == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            return ConfigError(spec.name, value, f"must be a finite number {spec.bounds_text()}".strip())
-    if spec.type == "str" and not isinstance(value, str):
-        return ConfigError(spec.name, value, "must be a string")
-    if spec.type == "dict" and not isinstance(value, dict):
-        return ConfigError(spec.name, value, "must be a mapping (JSON object)")
+    if spec.type == "float" and not _is_finite_number(value):
+        return ConfigError(spec.name, value, f"must be a finite number {spec.bounds_text()}".strip())
+    if spec.type == "str":
+        if not isinstance(value, str):
+            return ConfigError(spec.name, value, "must be a string")
+        if len(value) > MAX_TEXT_CHARS:
+            return ConfigError(spec.name, value, f"must be at most {MAX_TEXT_CHARS:,} characters long")
+        if "\x00" in value:
+            return ConfigError(spec.name, value, "must not contain NUL characters")
+    if spec.type == "dict":
+        if not isinstance(value, dict):
+            return ConfigError(spec.name, value, "must be a mapping (JSON object)")
+        problem = _json_like_problem(value)
+        if problem:
+            return ConfigError(spec.name, value, problem)
     if spec.choices is not None and value not in spec.choices:
         return ConfigError(spec.name, value, f"must be one of {', '.join(spec.choices)}")
     if spec.type in ("int", "float"):
@@ -555,6 +717,49 @@ def _check_field(spec: FieldSpec, value: Any) -> ConfigError | None:
     return None
 
 
+def _is_finite_number(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float's range
+        return False
+
+
+def _json_like_problem(value: dict) -> str | None:
+    """Why `value` is not a small JSON object (string keys; null, booleans, numbers, strings, lists and objects
+    within the MAX_KWARGS_* limits), or None when it is one."""
+    budget = MAX_KWARGS_ITEMS
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        budget -= 1
+        if budget < 0:
+            return f"must hold at most {MAX_KWARGS_ITEMS:,} values in all"
+        if depth > MAX_KWARGS_DEPTH:
+            return f"must nest at most {MAX_KWARGS_DEPTH} levels deep"
+        if isinstance(item, dict):
+            if not all(isinstance(key, str) for key in item):
+                return "keys must be strings"
+            pending.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            pending.extend((child, depth + 1) for child in item)
+        elif isinstance(item, str):
+            if len(item) > MAX_TEXT_CHARS:
+                return f"strings in it must be at most {MAX_TEXT_CHARS:,} characters long"
+        elif isinstance(item, int) and not isinstance(item, bool):
+            if abs(item) > MAX_KWARGS_INT:
+                return f"integers in it must be within ±{MAX_KWARGS_INT}"
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return "numbers in it must be finite"
+        elif item is not None and not isinstance(item, bool):
+            return (
+                f"values must be JSON: null, true/false, numbers, strings, lists or objects, not {type(item).__name__}"
+            )
+    return None
+
+
 def _normalise_keys(cls: type[ConfigBase], values: dict[str, Any]) -> dict[str, Any]:
     """`values` keyed by field names: aliases mapped, replaced and unknown names refused with a ConfigError."""
     if not isinstance(values, dict):
@@ -563,6 +768,8 @@ def _normalise_keys(cls: type[ConfigBase], values: dict[str, Any]) -> dict[str, 
     out: dict[str, Any] = {}
     given_as: dict[str, str] = {}
     for key, value in values.items():
+        if not isinstance(key, str):
+            raise ConfigError("config", key, "option names must be strings")
         if key in cls.REPLACED:
             raise ConfigError(key, value, cls.REPLACED[key])
         name = cls.ALIASES.get(key, key)
@@ -575,12 +782,125 @@ def _normalise_keys(cls: type[ConfigBase], values: dict[str, Any]) -> dict[str, 
     return out
 
 
-def _load_mapping(text: str, loader: Any, fmt: str) -> dict[str, Any]:
+class _NoAliasSafeLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses anchors and aliases: a few hundred bytes of aliases can expand to
+    billions of nodes ('billion laughs'), and a config file never needs them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.composer.ComposerError(
+                None, None, "anchors and aliases (&name, *name) are not accepted in config files", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: what is wrong and where (PyYAML's own message spans lines with a snippet)."""
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
+
+
+def _yaml_document(text: str) -> Any:
+    """The one YAML document of `text`, checked event by event (no aliases, depth, one document) before a
+    node is built, so that no input makes the composer recurse deeply or expand aliases."""
+    depth = documents = 0
+    for event in yaml.parse(text, Loader=_NoAliasSafeLoader):
+        if isinstance(event, yaml.DocumentStartEvent):
+            documents += 1
+            if documents > 1:
+                raise ConfigError("config", text, "must hold one YAML document, not several (no '---' between them)")
+        elif isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_CONFIG_DEPTH:
+                raise ConfigError("config", text, f"must nest at most {MAX_CONFIG_DEPTH} levels deep")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+    return yaml.load(text, Loader=_NoAliasSafeLoader)
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of lists and dicts in `value` (a scalar is 0), without recursion."""
+    deepest, pending = 0, [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, (dict, list)):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_CONFIG_DEPTH:
+                return deepest
+            pending.extend((child, depth) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def parse_config_text(text: str | bytes, fmt: str = "yaml") -> dict[str, Any]:
+    """The mapping of options in config text (YAML, or JSON when `fmt` is 'json'), for any class's `from_dict`.
+
+    Safe on text from strangers: refused with a ConfigError naming 'config' are text over MAX_CONFIG_CHARS
+    characters, bytes that are not UTF-8, invalid YAML/JSON, YAML anchors and aliases, several YAML documents,
+    nesting deeper than MAX_CONFIG_DEPTH, and documents that are not a mapping (`0`, `false`, `[]`, a string).
+    An empty document (or `null`) is an empty mapping: every option at its default.
+    """
+    if fmt not in ("yaml", "json"):
+        raise ConfigError("config", fmt, "format must be 'yaml' or 'json'")
+    if isinstance(text, bytes):
+        if len(text) > MAX_CONFIG_CHARS:
+            raise ConfigError("config", f"{len(text):,} bytes", f"must be at most {MAX_CONFIG_CHARS:,} bytes")
+        try:
+            text = text.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise ConfigError("config", text, f"must be UTF-8 text: byte {exc.start} is not") from None
+    if not isinstance(text, str):
+        raise ConfigError("config", text, f"must be {fmt.upper()} text")
+    if len(text) > MAX_CONFIG_CHARS:
+        raise ConfigError("config", f"{len(text):,} characters", f"must be at most {MAX_CONFIG_CHARS:,} characters")
     try:
-        values = loader(text)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise ConfigError("config", text[:80], f"must be valid {fmt}: {exc}") from exc
-    return values or {}
+        if fmt == "json":
+            values = json.loads(text)
+        else:
+            values = _yaml_document(text)
+    except ConfigError:
+        raise
+    except yaml.YAMLError as exc:
+        raise ConfigError("config", text, f"must be valid YAML: {_yaml_problem(exc)}") from None
+    except RecursionError:
+        raise ConfigError("config", text, f"must nest at most {MAX_CONFIG_DEPTH} levels deep") from None
+    except ValueError as exc:  # JSON syntax, and values YAML cannot build (a date 2024-13-45, a 5000-digit int)
+        problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "integer string conversion" in problem:
+            problem = "it holds an integer too long to read (over 4300 digits), far beyond any option's range"
+        raise ConfigError("config", text, f"must be valid {fmt.upper()}: {short_text(problem)}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        kind = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list"}
+        found = kind.get(type(values), type(values).__name__)
+        raise ConfigError("config", values, f"must be a mapping of option names to values, not {found}")
+    if _depth(values) > MAX_CONFIG_DEPTH:
+        raise ConfigError("config", text, f"must nest at most {MAX_CONFIG_DEPTH} levels deep")
+    return values
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping of options in a YAML or JSON (.json) config file; refuses what `parse_config_text` refuses,
+    files over MAX_CONFIG_CHARS bytes (without reading them) and unreadable files, naming 'config'."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("config", str(path), "no such file")
+    try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_CHARS:
+            raise ConfigError("config", str(path), f"is {size:,} bytes; config files are at most {MAX_CONFIG_CHARS:,}")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError("config", str(path), f"cannot be read: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError("config", str(path), f"must be UTF-8 text: byte {exc.start} is not") from None
+    return parse_config_text(text, "json" if path.suffix.lower() == ".json" else "yaml")
 
 
 # ---------------------------------------------------------------------- coercion from text (CLI, forms)
@@ -599,7 +919,7 @@ def parse_value(spec: FieldSpec, raw: Any) -> Any:
                     return False
                 raise ValueError
             if spec.type == "int":
-                return int(text)
+                return _parse_int(spec, text)
             if spec.type == "float":
                 return float(text)
             if spec.type == "dict":
@@ -607,15 +927,30 @@ def parse_value(spec: FieldSpec, raw: Any) -> Any:
                 if not isinstance(value, dict):
                     raise ValueError
                 return value
+        except ConfigError:
+            raise
         except ValueError:
             allowed = {"bool": "true or false", "int": "an integer", "float": "a number", "dict": "a JSON object"}
             raise ConfigError(spec.name, raw, f"must be {allowed[spec.type]}") from None
         return raw
     if spec.type == "float" and isinstance(raw, int) and not isinstance(raw, bool):
-        return float(raw)
+        try:
+            return float(raw)
+        except OverflowError:  # beyond float's range: kept, so that validation refuses it as out of range
+            return raw
     if spec.type == "int" and isinstance(raw, float) and raw.is_integer():
         return int(raw)
     return raw
+
+
+def _parse_int(spec: FieldSpec, text: str) -> int:
+    """int(text); a run of digits too long for int() (Python's 4300-digit limit) is out of range, not a typo."""
+    try:
+        return int(text)
+    except ValueError:
+        if re.fullmatch(r"[+-]?\d[\d_]*", text):
+            raise ConfigError(spec.name, text, f"must be an integer {spec.bounds_text()}".strip()) from None
+        raise
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type[ConfigBase] = CustomPPOConfig) -> None:
@@ -625,6 +960,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[ConfigBase] 
         for spec in specs:
             flags = [f"--{spec.name}"] + [f"--{alias}" for alias, target in cls.ALIASES.items() if target == spec.name]
             choices = f" Choices: {', '.join(spec.choices)}." if spec.choices else ""
+            bounds = f" Allowed: {spec.bounds_text()}." if spec.bounds_text() else ""
             # An empty default goes unsaid: the help text says what empty means, or that the option is required.
             default = "" if spec.default in ("", None) else f" (default: {spec.default!r})"
             group.add_argument(
@@ -632,7 +968,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type[ConfigBase] 
                 dest=spec.name,
                 default=argparse.SUPPRESS,
                 metavar=spec.type.upper(),
-                help=f"{spec.help}{choices}{default}",
+                help=f"{spec.help}{choices}{bounds}{default}",
             )
 
 

@@ -45,11 +45,13 @@ def _load_components(config: CustomPPOConfig, sources: ResolvedSources) -> Compo
     from tnd_core.evaluation import bundle_evaluator
 
     use_corpus = config.clm_per_step > 0 and sources.clm_corpus is not None
+    # The data first: a wrong file or column fails in seconds, not after the models have loaded.
+    prompts = load_prompts(sources.prompts, sources.prompt_column)
     return Components(
         teacher=_load("teacher", sources.teacher, config) if config.needs_teacher else None,
         student=_load("student", sources.student, config),
         reward_model=_load("reward_model", sources.reward_model, config) if config.ppo_per_step > 0 else None,
-        prompts=load_prompts(sources.prompts, sources.prompt_column),
+        prompts=prompts,
         clm_texts=load_prompts(sources.clm_corpus, "text") if use_corpus else None,
         evaluator=bundle_evaluator(sources.evaluation_bundle) if sources.evaluation_bundle is not None else None,
     )

@@ -104,7 +104,7 @@ def resolve_sources(config: Any) -> ResolvedSources:
         student=model("student_name_or_path"),
         reward_model=model("reward_model_name_or_path"),
         prompts=paths.prompts if prompts_from_bundle else config.dataset_name_or_path,
-        prompt_column="prompt" if prompts_from_bundle else config.prompt_column,
+        prompt_column=config.prompt_column,
         clm_corpus=paths.corpus if prompts_from_bundle else None,
         evaluation_bundle=paths if parts["student_name_or_path"] is not None else None,
     )

@@ -3,7 +3,7 @@ generates the command's flags, its YAML/JSON file and its validation (see `tnd_c
 
 from __future__ import annotations
 
-from tnd_core.config import ConfigBase, config_dataclass, option
+from tnd_core.config import MAX_BATCH, MAX_SEED, MAX_STEPS, MAX_TOKENS_PROMPT, ConfigBase, config_dataclass, option
 from tnd_core.errors import ConfigError
 
 MODES = ("pairwise", "regression", "classification")
@@ -55,17 +55,17 @@ class RewardTrainingConfig(ConfigBase):
     label_column: str = option("label", "Column with the target number or class (pointwise modes).", "data")
     chosen_column: str = option("chosen", "Column with the preferred text (pairwise).", "data")
     rejected_column: str = option("rejected", "Column with the rejected text (pairwise).", "data")
-    max_length: int = option(128, "Texts are truncated to this many tokens.", "data", ge=2)
+    max_length: int = option(128, "Texts are truncated to this many tokens.", "data", ge=2, le=MAX_TOKENS_PROMPT)
 
     # --- training
-    epochs: float = option(1.0, "Passes over the training data.", "training", gt=0.0)
-    max_steps: int = option(-1, "Optimizer steps; -1 trains for epochs.", "training", ge=-1)
-    learning_rate: float = option(1e-4, "Learning rate (AdamW, linear decay).", "training", gt=0.0)
-    batch_size: int = option(16, "Examples (pairs in pairwise mode) per step.", "training", ge=1)
+    epochs: float = option(1.0, "Passes over the training data.", "training", gt=0.0, le=10_000.0)
+    max_steps: int = option(-1, "Optimizer steps; -1 trains for epochs.", "training", ge=-1, le=MAX_STEPS)
+    learning_rate: float = option(1e-4, "Learning rate (AdamW, linear decay).", "training", gt=0.0, le=10.0)
+    batch_size: int = option(16, "Examples (pairs in pairwise mode) per step.", "training", ge=1, le=MAX_BATCH)
 
     # --- run
     output_dir: str = option("", "Folder the model and tokenizer are saved to. Required.", "run")
-    seed: int = option(0, "Random seed.", "run", ge=0)
+    seed: int = option(0, "Random seed.", "run", ge=0, le=MAX_SEED)
 
     def _combination_errors(self) -> list[ConfigError]:
         if self.max_steps == 0:
