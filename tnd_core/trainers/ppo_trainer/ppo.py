@@ -259,7 +259,7 @@ class CustomPPOTrainer:
         main = self.accelerator.is_main_process
         try:
             wanted = c.resume_from_checkpoint if resume_from_checkpoint is None else resume_from_checkpoint
-            resume = checkpoint.resolve(wanted, c.output_dir)
+            resume = self._tidy_output_dir_and_resolve(wanted)
             if resume is not None:
                 self.load_checkpoint(resume)
                 logger.info("resumed from %s at step %d", resume, self.global_step)
@@ -360,14 +360,31 @@ class CustomPPOTrainer:
         return path
 
     def load_checkpoint(self, path: str | Path) -> None:
-        """Restore everything `save_checkpoint` wrote, so that training continues as if never stopped."""
-        state = checkpoint.load(path, self.engine, self.config.output_dir)
+        """Restore everything `save_checkpoint` wrote, so that training continues as if never stopped.
+
+        With changed options the learning-rate schedule follows the new ones, and options the saved
+        optimizer state belongs to are refused (checkpoint.load, checkpoint.compare_configs).
+        """
+        state = checkpoint.load(path, self.engine, self.config)
         self.kl_ctl.load_state_dict(state["kl_controller"])
         self.score_processor.load_state_dict(state["score_processing"])
         self.early_stopping.load_state_dict(state["early_stopping"])
         self.rollouts.baseline = state.get("shaping_baseline")
         self.global_step = state["step"]
         self.last_checkpoint = str(path)
+
+    def _tidy_output_dir_and_resolve(self, wanted: str) -> Path | None:
+        """Clear what a killed save left in output_dir, find the checkpoint to resume from, and prune the
+        checkpoints beyond save_total_limit that a crash before pruning left (never the one resumed from)."""
+        c, acc = self.config, self.accelerator
+        if acc.is_main_process:
+            checkpoint.remove_leftovers(c.output_dir)
+        acc.wait_for_everyone()
+        resume = checkpoint.resolve(wanted, c.output_dir)
+        if acc.is_main_process:
+            checkpoint.prune(c.output_dir, c.save_total_limit, keep=resume)
+        acc.wait_for_everyone()
+        return resume
 
     def _trainer_state(self) -> dict[str, Any]:
         return {
