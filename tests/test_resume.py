@@ -23,7 +23,7 @@ CHECKPOINT_LOGGER = "tnd_core.trainers.ppo_trainer.checkpoint"
 UPDATES_PER_STEP = 8
 
 
-def build(output_dir, **overrides):
+def build(output_dir, student_width=32, **overrides):
     options = dict(
         learning_rate=1e-3,
         batch_size=8,
@@ -41,7 +41,7 @@ def build(output_dir, **overrides):
     config = CustomPPOConfig(**options)
     return CustomPPOTrainer(
         teacher=TeacherModel(make_lm(tok, seed=5, initializer_range=0.3), tok),
-        student=StudentModel(make_lm(tok, seed=1), tok),
+        student=StudentModel(make_lm(tok, seed=1, n_embd=student_width), tok),
         reward_model=TargetWordReward("w15", config.max_new_tokens),
         config=config,
         train_dataset=prompts(24),
@@ -170,7 +170,7 @@ def test_unchanged_resume_is_exact_and_warns_nothing(tmp_path, caplog):
     assert expected.keys() == got.keys()
     for name in expected:
         assert got[name] == pytest.approx(expected[name], abs=1e-5), name
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [r for r in caplog.records if r.name == CHECKPOINT_LOGGER and r.levelno >= logging.WARNING]
 
 
 def test_a_checkpoint_without_a_saved_config_resumes_its_own_schedule_with_a_warning(tmp_path, caplog):
@@ -220,6 +220,15 @@ def test_a_damaged_checkpoint_is_named_with_what_is_wrong(tmp_path, damage, prob
         build(tmp_path / "other", steps=2).train(resume_from_checkpoint=str(ckpt))
     assert caught.value.field == "resume_from_checkpoint" and caught.value.value == str(ckpt)
     assert problem in str(caught.value)
+
+
+def test_a_checkpoint_of_another_student_architecture_is_named(tmp_path):
+    run = tmp_path / "run"
+    build(run, steps=1).train()
+    with pytest.raises(ConfigError) as caught:
+        build(tmp_path / "other", student_width=16, steps=2).train(resume_from_checkpoint=str(run / "checkpoint-1"))
+    assert caught.value.field == "resume_from_checkpoint" and caught.value.value == str(run / "checkpoint-1")
+    assert "student cannot be loaded" in str(caught.value)
 
 
 # ---------------------------------------------------------------------- housekeeping of output_dir

@@ -39,6 +39,8 @@ CONFIG_FILE = "config.yaml"
 # What CustomPPOTrainer._trainer_state writes and load_checkpoint reads back.
 STATE_KEYS = ("step", "kl_controller", "score_processing", "early_stopping")
 _NAME = re.compile(r"^checkpoint-(\d+)$")
+# Builds a learning-rate schedule over the optimizer it is given (CustomPPOTrainer._setup_scheduler).
+SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 # The hidden folders of a save in progress (`temp_dir`, and `commit`'s moved-aside old version).
 _LEFTOVER = re.compile(r"^\.(tmp|stale)-checkpoint-\d+$")
 
@@ -259,22 +261,36 @@ def compare_configs(saved: dict[str, Any], config: CustomPPOConfig, path: str | 
 
 def _load_file(path: Path, name: str, loader: Callable[[Path], Any]) -> Any:
     """`loader(path / name)`, turning a missing or unreadable file into the checkpoint's ConfigError."""
-    file = path / name
-    if not file.exists():
+    if not (path / name).exists():
         raise damaged(path, f"{name} is missing")
+    with _loading(path, name):
+        return loader(path / name)
+
+
+@contextlib.contextmanager
+def _loading(path: Path, name: str) -> Iterator[None]:
+    """Turn a failure to read or restore the checkpoint's `name` into its ConfigError."""
     try:
-        return loader(file)
+        yield
     except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
         raise damaged(path, f"{name} cannot be loaded ({type(exc).__name__}: {exc})") from exc
 
 
-def apply_schedule(engine: Engine, config: CustomPPOConfig, optimizer_steps: int) -> None:
-    """Replace the run's learning-rate schedule with `config`'s, at `optimizer_steps` updates into it."""
+def apply_schedule(
+    engine: Engine, config: CustomPPOConfig, optimizer_steps: int, make_scheduler: SchedulerFactory | None = None
+) -> None:
+    """Replace the run's learning-rate schedule with `config`'s, at `optimizer_steps` updates into it.
+
+    `make_scheduler(optimizer)` builds it (default: build_scheduler over the run's optimizer updates).
+    """
     optimizer = engine.lr_scheduler.scheduler.optimizer
     for group in optimizer.param_groups:
         # initial_lr is what the schedule's factors multiply; the loaded optimizer state carried the old one
         group["lr"] = group["initial_lr"] = config.learning_rate
-    scheduler = build_scheduler(config, optimizer, schedule.total_optimizer_steps(config))
+    if make_scheduler is None:
+        scheduler = build_scheduler(config, optimizer, schedule.total_optimizer_steps(config))
+    else:
+        scheduler = make_scheduler(optimizer)
     # get_scheduler's schedules are LambdaLR: the rate is a function of the step count alone, so one
     # step from count - 1 sets it to the value the new schedule prescribes at `optimizer_steps`.
     scheduler.last_epoch = optimizer_steps - 1
@@ -295,7 +311,7 @@ def save(engine: Engine, config: CustomPPOConfig, step: int, trainer_state: dict
     if acc.is_main_process:
         with quiet_progress_bars():
             engine.unwrapped().save_pretrained(tmp / "student")
-        config.save(tmp / "config.yaml")
+        config.save(tmp / CONFIG_FILE)
         torch.save(engine.optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(engine.lr_scheduler.state_dict(), tmp / "scheduler.pt")
         metrics = Path(out) / METRICS_FILE
@@ -309,12 +325,15 @@ def save(engine: Engine, config: CustomPPOConfig, step: int, trainer_state: dict
     return checkpoint_dir(out, step)
 
 
-def load(path: str | Path, engine: Engine, config: CustomPPOConfig) -> dict[str, Any]:
+def load(
+    path: str | Path, engine: Engine, config: CustomPPOConfig, make_scheduler: SchedulerFactory | None = None
+) -> dict[str, Any]:
     """Restore the student, optimizer, schedule, metrics file and RNG from `path`; returns the trainer state.
 
     Options that `config` changes from the saved ones take effect; the learning-rate schedule's are
-    applied by rebuilding it (`apply_schedule`) and named in a warning. A damaged checkpoint raises
-    ConfigError naming it and what is wrong; every file is read before anything is restored.
+    applied by rebuilding it (`apply_schedule` with `make_scheduler`) and named in a warning. A damaged
+    checkpoint raises ConfigError naming it and what is wrong; the state, options, optimizer, scheduler and
+    RNG files are all read before anything is restored.
     """
     path = Path(path)
     state = read_state(path)
@@ -332,10 +351,12 @@ def load(path: str | Path, engine: Engine, config: CustomPPOConfig) -> dict[str,
     rng_name = f"rng_state_{engine.accelerator.process_index}.pt"
     rng = _load_file(path, rng_name if (path / rng_name).is_file() else "rng_state_0.pt", torch.load)
 
-    with quiet_progress_bars():
-        _load_file(path, "student", student.load_weights)
-    _load_file(path, "optimizer.pt", lambda _: engine.optimizer.load_state_dict(optimizer_state))
-    _load_file(path, "scheduler.pt", lambda _: engine.lr_scheduler.load_state_dict(scheduler_state))
+    with quiet_progress_bars(), _loading(path, "student"):
+        student.load_weights(path / "student")
+    with _loading(path, "optimizer.pt"):
+        engine.optimizer.load_state_dict(optimizer_state)
+    with _loading(path, "scheduler.pt"):
+        engine.lr_scheduler.load_state_dict(scheduler_state)
     if saved_config is None:
         logger.warning(
             "%s has no %s (an older checkpoint): its saved learning-rate schedule continues, whatever "
@@ -347,7 +368,7 @@ def load(path: str | Path, engine: Engine, config: CustomPPOConfig) -> dict[str,
         (c for c in changes if c[0] in SCHEDULE_OPTIONS), key=lambda change: SCHEDULE_OPTIONS.index(change[0])
     )
     if schedule_changes:
-        apply_schedule(engine, config, engine.lr_scheduler.scheduler.last_epoch)
+        apply_schedule(engine, config, engine.lr_scheduler.scheduler.last_epoch, make_scheduler)
         logger.warning("resume applies the changed options: %s", _describe(schedule_changes))
     other_changes = [change for change in changes if change[0] not in SCHEDULE_OPTIONS]
     if other_changes:

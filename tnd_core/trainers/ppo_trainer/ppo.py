@@ -365,7 +365,7 @@ class CustomPPOTrainer:
         With changed options the learning-rate schedule follows the new ones, and options the saved
         optimizer state belongs to are refused (checkpoint.load, checkpoint.compare_configs).
         """
-        state = checkpoint.load(path, self.engine, self.config)
+        state = checkpoint.load(path, self.engine, self.config, self._setup_scheduler)
         self.kl_ctl.load_state_dict(state["kl_controller"])
         self.score_processor.load_state_dict(state["score_processing"])
         self.early_stopping.load_state_dict(state["early_stopping"])
