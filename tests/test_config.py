@@ -498,3 +498,240 @@ def test_malformed_reward_config_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError) as info:
         RewardTrainingConfig.load(path)
     assert info.value.field == "batch_sise" and "batch_size" in info.value.allowed
+
+
+# ---------------------------------------------------------------------- bounds and safe parsing
+BILLION_LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]\n" for prev, name in zip("abcdefgh", "bcdefghi")
+)
+
+
+def test_every_numeric_option_has_an_upper_bound_shown_in_help_and_schema():
+    for cls in (CustomPPOConfig, RewardTrainingConfig):
+        schema = json_schema(cls)["properties"]
+        for spec in field_specs(cls):
+            if spec.type in ("int", "float"):
+                assert spec.le is not None or spec.lt is not None, spec.name
+                assert "<" in spec.bounds_text()
+                assert "maximum" in schema[spec.name] or "exclusiveMaximum" in schema[spec.name]
+    assert field_spec("seed").bounds_text() == ">= 0 and <= 4294967295"
+    assert json_schema()["properties"]["seed"]["maximum"] == 2**32 - 1
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    assert "Allowed: >= 1 and <= 10000000." in next(a.help for a in parser._actions if a.dest == "steps")
+
+
+@pytest.mark.parametrize("steps", [10**100, 10**5000, 10_000_001], ids=["1e100", "1e5000", "1e7+1"])
+def test_huge_integers_are_out_of_range_not_overflow(steps):
+    with pytest.raises(ConfigError) as info:
+        CustomPPOConfig(steps=steps)
+    assert info.value.field == "steps" and info.value.allowed == "must be >= 1 and <= 10000000"
+    assert len(str(info.value)) < 300
+
+
+@pytest.mark.parametrize("name", ["learning_rate", "shaping_baseline", "score_clip", "horizon"])
+def test_integers_beyond_floats_range_are_refused_in_float_options(name):
+    for value in (10**400, "1" + "0" * 400, "1e400"):
+        with pytest.raises(ConfigError) as info:
+            CustomPPOConfig.from_dict({name: parse_value(field_spec(name), value)})
+        assert info.value.field == name and "finite number" in info.value.allowed
+
+
+@pytest.mark.parametrize("text", ["1" + "0" * 100, "1" * 5000, "-" + "9" * 5000], ids=["101", "5000", "-5000"])
+def test_huge_integer_text_is_out_of_range(text):
+    with pytest.raises(ConfigError) as info:
+        CustomPPOConfig.from_dict({"steps": parse_value(field_spec("steps"), text)})
+    assert info.value.field == "steps" and "<= 10000000" in info.value.allowed
+
+
+def test_huge_integer_in_a_file_is_a_config_error():
+    with pytest.raises(ConfigError) as info:
+        CustomPPOConfig.from_yaml("steps: 1" + "0" * 100)
+    assert info.value.field == "steps"
+    with pytest.raises(ConfigError) as info:
+        CustomPPOConfig.from_yaml("steps: 1" + "0" * 5000)
+    assert info.value.field == "config" and "too long" in info.value.allowed
+
+
+def test_seed_within_what_set_seed_accepts():
+    assert CustomPPOConfig(seed=2**32 - 1).seed == 2**32 - 1
+    for cls in (CustomPPOConfig, RewardTrainingConfig):
+        with pytest.raises(ConfigError, match="seed"):
+            cls(seed=2**32)
+
+
+@pytest.mark.parametrize("name, problem", [("LBFGS", "closure"), ("SparseAdam", "sparse"), ("Optimizer", "abstract")])
+def test_optimizers_the_ppo_update_cannot_step_are_refused(name, problem):
+    with pytest.raises(ConfigError) as info:
+        CustomPPOConfig(optimizer_name=name)
+    assert info.value.field == "optimizer_name" and problem in info.value.allowed
+
+
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("adamw", {"weight_decay": 0.1, "betas": [0.9, 0.95]}),
+        ("sgd", {"momentum": 0.9, "nesterov": True}),
+        ("adafactor", {"beta1": 0.9, "clip_threshold": 1.0}),
+        ("RMSprop", {"alpha": 0.9}),
+    ],
+)
+def test_optimizer_kwargs_of_the_optimizer_are_accepted(name, kwargs):
+    assert CustomPPOConfig(optimizer_name=name, optimizer_kwargs=kwargs).optimizer_kwargs == kwargs
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, problem",
+    [
+        ("adamw", {"momentum": 0.9}, "'momentum' is not an argument of optimizer 'adamw'; its arguments: betas"),
+        ("sgd", {"betas": [0.9, 0.9]}, "'betas' is not an argument of optimizer 'sgd'"),
+        ("adafactor", {"betas": [0.9, 0.9]}, "its arguments: eps, clip_threshold"),
+        ("adamw", {"lr": 0.1}, "set learning_rate instead"),
+        ("adamw", {"params": []}, "'params' is not an argument"),
+        ("adamw", {"weight_decay": float("nan")}, "finite"),
+        ("adamw", {"weight_decay": {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": 1}}}}}}}}}, "nest"),
+        ("adamw", {"weight_decay": list(range(2000))}, "at most 1,000 values"),
+        ("adamw", {"weight_decay": 10**30}, "integers in it"),
+        ("adamw", {"weight_decay": {1: 2}}, "keys must be strings"),
+        ("adamw", {"weight_decay": object()}, "values must be JSON"),
+    ],
+)
+def test_optimizer_kwargs_are_refused_naming_what_is_allowed(name, kwargs, problem):
+    with pytest.raises(ConfigError) as info:
+        CustomPPOConfig(optimizer_name=name, optimizer_kwargs=kwargs)
+    assert info.value.field == "optimizer_kwargs" and problem in info.value.allowed
+
+
+@pytest.mark.parametrize(
+    "scheduler, kwargs, ok",
+    [
+        ("polynomial", {"power": 2.0, "lr_end": 1e-8}, True),
+        ("cosine", {"num_cycles": 0.5}, True),
+        ("inverse_sqrt", {"timescale": 10}, True),
+        ("constant", {"power": 2.0}, False),
+        ("constant_with_warmup", {"num_cycles": 1}, False),
+        ("linear", {"power": 2.0}, False),
+        ("polynomial", {"last_epoch": 3}, False),
+        ("cosine", {"num_warmup_steps": 3}, False),
+    ],
+)
+def test_scheduler_kwargs_are_what_get_scheduler_passes_on(scheduler, kwargs, ok):
+    if ok:
+        assert CustomPPOConfig(scheduler_name=scheduler, scheduler_kwargs=kwargs).scheduler_kwargs == kwargs
+        return
+    with pytest.raises(ConfigError) as info:
+        CustomPPOConfig(scheduler_name=scheduler, scheduler_kwargs=kwargs)
+    assert info.value.field == "scheduler_kwargs" and f"scheduler {scheduler!r}" in info.value.allowed
+
+
+def test_messages_quote_at_most_about_200_characters_of_a_value():
+    huge = "x" * 10_000_000
+    with pytest.raises(ConfigError) as info:
+        CustomPPOConfig(output_dir=huge)
+    assert info.value.value is huge  # kept whole for the caller
+    assert len(str(info.value)) < 400 and "(10,000,002 characters)" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        CustomPPOConfig.from_dict({huge: 1})
+    assert len(str(info.value)) < 3000  # the name is cut; the list of known options stays
+    assert len(str(ConfigError("steps", list(range(10**6)), "bad"))) < 400
+
+
+def test_text_options_are_bounded_and_free_of_nul():
+    with pytest.raises(ConfigError, match="at most 10,000 characters"):
+        CustomPPOConfig(shaping_baseline_text="y" * 10_001)
+    with pytest.raises(ConfigError, match="NUL"):
+        CustomPPOConfig(output_dir="out\x00put")
+
+
+def test_billion_laughs_is_refused_fast_with_a_short_message():
+    import time
+
+    assert len(BILLION_LAUGHS) < 600
+    start = time.perf_counter()
+    with pytest.raises(ConfigError) as info:
+        CustomPPOConfig.from_yaml(BILLION_LAUGHS)
+    assert time.perf_counter() - start < 1.0
+    assert info.value.field == "config" and "anchors and aliases" in info.value.allowed
+    assert len(str(info.value)) < 500
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("0", "not a number"),
+        ("false", "not a boolean"),
+        ("[]", "not a list"),
+        ("- steps: 3", "not a list"),
+        ("just text", "not a string"),
+        ("steps: 3\n---\nsteps: 4", "one YAML document"),
+        ("a: " + "[" * 30 + "]" * 30, "at most 20 levels"),
+        ("[" * 100_000, "at most 20 levels"),
+        ("x: 2024-13-45", "valid YAML"),
+        ("!!python/object/apply:os.system ['true']", "valid YAML"),
+        ("# x\n" * 300_000, "at most 1,000,000 characters"),
+    ],
+)
+def test_yaml_that_is_not_one_small_mapping_is_refused(text, problem):
+    with pytest.raises(ConfigError) as info:
+        CustomPPOConfig.from_yaml(text)
+    assert info.value.field == "config" and problem in info.value.allowed
+    assert "\n" not in info.value.allowed
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "null", "~", "---\n"])
+def test_an_empty_yaml_document_means_every_default(text):
+    assert CustomPPOConfig.from_yaml(text) == CustomPPOConfig()
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [("0", "not a number"), ("false", "not a boolean"), ("[]", "not a list"), ('"x"', "not a string"), ("{", "JSON")],
+)
+def test_json_that_is_not_a_mapping_is_refused(text, problem):
+    with pytest.raises(ConfigError) as info:
+        CustomPPOConfig.from_json(text)
+    assert info.value.field == "config" and problem in info.value.allowed
+    with pytest.raises(ConfigError, match="at most 20 levels"):
+        CustomPPOConfig.from_json("[" * 200_000 + "]" * 200_000)
+
+
+def test_parse_config_text_is_the_one_safe_parser():
+    from tnd_core.config import parse_config_text
+
+    assert parse_config_text("steps: 3") == {"steps": 3}
+    assert parse_config_text(b'{"steps": 3}', "json") == {"steps": 3}
+    assert parse_config_text("\ufeffsteps: 3".encode()) == {"steps": 3}
+    for bad, problem in ((b"steps: \xff", "UTF-8"), (3, "YAML text")):
+        with pytest.raises(ConfigError) as info:
+            parse_config_text(bad)
+        assert info.value.field == "config" and problem in info.value.allowed
+    with pytest.raises(ConfigError, match="'yaml' or 'json'"):
+        parse_config_text("steps: 3", "toml")
+
+
+def test_non_utf8_and_oversized_files_are_refused(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("output_dir: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as info:
+        CustomPPOConfig.load(path)
+    assert info.value.field == "config" and "UTF-8" in info.value.allowed
+    big = tmp_path / "big.json"
+    big.write_text(" " * 1_000_001 + "{}")
+    with pytest.raises(ConfigError, match="at most 1,000,000"):
+        CustomPPOConfig.load(big)
+    with pytest.raises(ConfigError, match="no such file"):
+        RewardTrainingConfig.load(tmp_path)
+
+
+def test_positional_arguments_and_non_string_keys_are_config_errors():
+    for cls in (CustomPPOConfig, RewardTrainingConfig):
+        with pytest.raises(ConfigError) as info:
+            cls(100)
+        assert info.value.field == "config" and "keyword arguments only" in info.value.allowed
+        with pytest.raises(ConfigError) as info:
+            cls.from_dict({1: 2})
+        assert info.value.field == "config" and "must be strings" in info.value.allowed
+        for not_a_dict in ([("steps", 3)], "steps: 3", None, 0):
+            with pytest.raises(ConfigError) as info:
+                cls.from_dict(not_a_dict)
+            assert info.value.field == "config"

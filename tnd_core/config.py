@@ -645,12 +645,19 @@ def _type_of(annotation: Any) -> tuple[str, bool]:
     return kinds[typing.get_origin(annotation) or annotation], optional
 
 
+@functools.cache
+def _field_types(cls: type[ConfigBase]) -> dict[str, tuple[str, bool]]:
+    # resolving the annotations costs milliseconds and every config construction asks: once per class
+    hints = typing.get_type_hints(cls)
+    return {f.name: _type_of(hints[f.name]) for f in fields(cls)}
+
+
 def field_specs(cls: type[ConfigBase] = CustomPPOConfig) -> list[FieldSpec]:
     """Metadata of every option of `cls`, in declaration order."""
-    hints = typing.get_type_hints(cls)
+    types = _field_types(cls)
     specs = []
     for f in fields(cls):
-        kind, optional = _type_of(hints[f.name])
+        kind, optional = types[f.name]
         default = f.default if f.default is not MISSING else f.default_factory()
         specs.append(FieldSpec(name=f.name, type=kind, optional=optional, default=default, **f.metadata))
     return specs
@@ -782,17 +789,8 @@ def _normalise_keys(cls: type[ConfigBase], values: dict[str, Any]) -> dict[str, 
     return out
 
 
-class _NoAliasSafeLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that refuses anchors and aliases: a few hundred bytes of aliases can expand to
-    billions of nodes ('billion laughs'), and a config file never needs them."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        event = self.peek_event()
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            raise yaml.composer.ComposerError(
-                None, None, "anchors and aliases (&name, *name) are not accepted in config files", event.start_mark
-            )
-        return super().compose_node(parent, index)
+# libyaml's parser when PyYAML has it (ten times faster); both build only plain types.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -807,7 +805,17 @@ def _yaml_document(text: str) -> Any:
     """The one YAML document of `text`, checked event by event (no aliases, depth, one document) before a
     node is built, so that no input makes the composer recurse deeply or expand aliases."""
     depth = documents = 0
-    for event in yaml.parse(text, Loader=_NoAliasSafeLoader):
+    for event in yaml.parse(text, Loader=_SAFE_LOADER):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            # A few hundred bytes of aliases can expand to billions of nodes ('billion laughs'),
+            # and a config file never needs them.
+            mark = event.start_mark
+            raise ConfigError(
+                "config",
+                text,
+                "anchors and aliases (&name, *name) are not accepted in config files "
+                f"(line {mark.line + 1}, column {mark.column + 1})",
+            )
         if isinstance(event, yaml.DocumentStartEvent):
             documents += 1
             if documents > 1:
@@ -818,7 +826,7 @@ def _yaml_document(text: str) -> Any:
                 raise ConfigError("config", text, f"must nest at most {MAX_CONFIG_DEPTH} levels deep")
         elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
             depth -= 1
-    return yaml.load(text, Loader=_NoAliasSafeLoader)
+    return yaml.load(text, Loader=_SAFE_LOADER)
 
 
 def _depth(value: Any) -> int:
