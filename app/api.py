@@ -14,6 +14,7 @@ import gradio as gr
 from app.context import AppContext
 from app.runner import describe_exception
 from app.services import parse_seed, run_compare, start_run
+from tnd_core.config import CustomPPOConfig, parse_config_text
 from tnd_core.errors import ConfigError, TndError
 
 
@@ -21,15 +22,22 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _mapping(text: str) -> dict[str, Any]:
-    if not isinstance(text, str):
-        raise ConfigError("config_yaml", text, "must be YAML text")
-    import yaml  # TEMPORARY until tnd_core.config.parse_config_text lands
+def start_training(ctx: AppContext, owner: str, config_yaml: str, username: str | None = None) -> str:
+    """What `/start_training` answers: 'started: …', or 'error: …' with the project's error in words.
 
-    values = yaml.safe_load(text) or {}
-    if not isinstance(values, dict):
-        raise ConfigError("config", text[:80], "must be a mapping")
-    return values
+    The config is the app's default with the options given in YAML changed; the YAML comes from a
+    stranger, so it is parsed with `tnd_core.config.parse_config_text` (size, alias and depth limits).
+    """
+    try:
+        if not isinstance(config_yaml, str):
+            raise ConfigError("config_yaml", config_yaml, "must be YAML text")
+        changes = parse_config_text(config_yaml)
+        config = CustomPPOConfig.from_dict({**ctx.initial_config().to_dict(), **changes})
+        config = start_run(ctx, config, owner, username)
+    except TndError as exc:
+        return f"error: {ctx.policy.redact(str(exc))}"
+    where = Path(config.output_dir).name if ctx.policy.hosted else config.output_dir
+    return f"started: {config.steps} steps into {where}"
 
 
 def status(ctx: AppContext) -> dict[str, Any]:
@@ -57,15 +65,9 @@ def status(ctx: AppContext) -> dict[str, Any]:
 def register(ctx: AppContext) -> None:
     """Add the endpoints to the Blocks being built."""
 
-    def start_training(owner: str, config_yaml: str, profile: gr.OAuthProfile | None) -> str:
+    def start_training_endpoint(owner: str, config_yaml: str, profile: gr.OAuthProfile | None) -> str:
         """Start a run owned by `owner`: the app's default config with the options given in YAML changed."""
-        try:
-            config = ctx.initial_config().replace(**_mapping(config_yaml))
-            config = start_run(ctx, config, owner, profile.username if profile else None)
-        except TndError as exc:
-            return f"error: {ctx.policy.redact(str(exc))}"
-        where = Path(config.output_dir).name if ctx.policy.hosted else config.output_dir
-        return f"started: {config.steps} steps into {where}"
+        return start_training(ctx, owner, config_yaml, profile.username if profile else None)
 
     def control(action: str) -> Any:
         def endpoint(owner: str) -> str:
@@ -99,7 +101,7 @@ def register(ctx: AppContext) -> None:
             "note": result.note,
         }
 
-    gr.api(start_training, api_name="start_training")
+    gr.api(start_training_endpoint, api_name="start_training")
     for action in ("pause", "resume", "stop"):
         gr.api(control(action), api_name=f"{action}_training")
     gr.api(training_status, api_name="training_status")

@@ -49,7 +49,7 @@ def test_bad_configs_are_refused_in_words(app):
     assert client.predict("alice", "stepz: 3", api_name="/start_training").startswith(
         "error: stepz=3 is invalid: unknown option"
     )
-    assert client.predict("alice", "steps: [", api_name="/start_training").startswith("error: config_yaml=")
+    assert client.predict("alice", "steps: [", api_name="/start_training").startswith("error: config=")
     assert client.predict("", RUN, api_name="/start_training").startswith("error: owner token is missing")
     assert status(client)["state"] in ("idle", "completed", "stopped", "failed")
 
@@ -99,17 +99,17 @@ def test_uploaded_prompt_files_are_previewed_or_refused_with_the_line(app, tmp_p
     client, _ = app
     good = tmp_path / "mine.csv"
     good.write_text("id,text\n1,the dog runs\n2,a cat sleeps\n")
-    source, column, columns, message, table = client.predict(handle_file(str(good)), api_name="/upload_prompts")
+    source, column, columns, message, table = client.predict(handle_file(str(good)), "alice", api_name="/upload_prompts")
     assert source.endswith("mine.csv") and column == "id"  # no 'prompt' column: the first one, and the user picks
     assert "2 prompts" in message
-    _, message, table = client.predict(source, "text", api_name="/preview_prompts")
+    _, message, table = client.predict(source, "text", "alice", api_name="/preview_prompts")
     assert "2 prompts from column **text**" in message
     assert [row[1] for row in table["data"]] == ["the dog runs", "a cat sleeps"]
 
     bad = tmp_path / "broken.jsonl"
     bad.write_text('{"prompt": "fine"}\n{"prompt": oops}\n')
-    _, _, _, message, _ = client.predict(handle_file(str(bad)), api_name="/upload_prompts")
+    _, _, _, message, _ = client.predict(handle_file(str(bad)), "alice", api_name="/upload_prompts")
     assert message.startswith("❌") and "line 2 is not valid JSON" in message
 
-    _, message, _ = client.predict(source, "nope", api_name="/preview_prompts")
+    _, message, _ = client.predict(source, "nope", "alice", api_name="/preview_prompts")
     assert "prompt_column='nope'" in message and "id, text" in message
