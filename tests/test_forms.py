@@ -41,6 +41,10 @@ def everything_changed() -> CustomPPOConfig:
         demo_score="0.5",
         optimizer_name="sgd",
         resume_from_checkpoint="latest",
+        # keyword arguments the chosen optimizer and scheduler really take
+        optimizer_kwargs={"momentum": 0.5},
+        scheduler_name="polynomial",
+        scheduler_kwargs={"power": 2.0},
     )
     return CustomPPOConfig.from_dict(values)
 
