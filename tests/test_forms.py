@@ -143,7 +143,7 @@ def test_info_lists_allowed_values():
     specs = {s.name: s for s in field_specs()}
     assert "one of kl, abs, mse, full" in field_info(specs["kl_penalty"])
     assert field_info(specs["gamma"]).endswith("(>= 0 and <= 1)")
-    assert field_info(specs["max_grad_norm"]).endswith("> 0; empty for none)")
+    assert field_info(specs["max_grad_norm"]).endswith("(> 0 and <= 1e+06; empty for none)")
 
 
 def test_form_values_show_text_for_json_and_optional(form):
