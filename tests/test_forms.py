@@ -148,7 +148,13 @@ def test_info_lists_allowed_values():
 
 def test_form_values_show_text_for_json_and_optional(form):
     shown = dict(
-        zip(form.names, form_values(CustomPPOConfig(score_clip=None, scheduler_kwargs={"power": 2.0}), form.names))
+        zip(
+            form.names,
+            form_values(
+                CustomPPOConfig(score_clip=None, scheduler_name="polynomial", scheduler_kwargs={"power": 2.0}),
+                form.names,
+            ),
+        )
     )
     assert shown["score_clip"] == "" and shown["scheduler_kwargs"] == '{"power": 2.0}'
     assert shown["batch_size"] == 16 and shown["adap_kl_ctrl"] is True
