@@ -163,3 +163,30 @@ def test_a_run_writes_only_under_the_runs_root_and_compare_floods_are_throttled(
     assert client.predict("alice", api_name="/stop_training") == "stop requested"
     wait_for(client, lambda s: s["state"] == "stopped", 120, "the stop")
     assert Path(workdir / "data" / "runs" / "escape").is_dir()
+
+
+def test_fuzzed_start_requests_through_the_server_are_answered_in_words(hosted_app):
+    from fuzz_inputs import check_answer, plausible_mappings, yaml_documents
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    client, *_ = hosted_app
+    outcomes: list[str] = []
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(document=st.one_of(yaml_documents(), plausible_mappings.map(yaml_dump)))
+    def answered_in_words(document):
+        outcomes.append(check_answer(start(client, "fuzzer", document), document))
+
+    answered_in_words()
+    assert len(outcomes) >= 60 and "refused" in outcomes
+    if "started" in outcomes:  # the first valid config took the job slot: the later ones found it busy
+        assert client.predict("fuzzer", api_name="/stop_training") == "stop requested"
+        wait_for(client, lambda s: s["state"] in ("stopped", "completed", "failed"), 180, "the stop")
+    assert status(client)["state"] in ("idle", "stopped", "completed", "failed")
+
+
+def yaml_dump(mapping: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(mapping)

@@ -289,3 +289,31 @@ def test_presets_are_per_session_and_bounded_in_hosted_mode(tmp_path, monkeypatc
     local = AppContext(runner=Runner(), bundle=BundleManager())
     services.save_preset(local, "shared", CustomPPOConfig(), "alice")
     assert services.list_presets(local, "bob") == ["shared"]  # the machine's owner sees every preset
+
+
+def test_api_start_needs_a_signed_in_allowed_user_when_the_host_asks(tmp_path):
+    from app import api
+    from app.context import AppContext, BundleManager
+    from app.runner import Runner
+
+    policy = hosted(tmp_path, TND_ALLOWED_USERS="alice")
+    ctx = AppContext(runner=Runner(run_function=lambda config, callbacks=(), control=None: {}), bundle=BundleManager())
+    ctx.policy = policy
+    assert api.start_training(ctx, "token", "steps: 3").startswith("error: Sign in with Hugging Face")
+    assert api.start_training(ctx, "token", "steps: 3", username="mallory").startswith("error: mallory may not")
+    assert api.start_training(ctx, "token", "steps: 3", username="alice") == "started: 3 steps into tnd-run"
+    assert ctx.runner.join(30)
+
+
+def test_models_tab_says_what_zero_gpu_and_hosted_mode_mean(tmp_path, monkeypatch):
+    from app.context import AppContext, BundleManager, device_name
+    from app.models_tab import hardware_note
+    from app.runner import Runner
+
+    ctx = AppContext(runner=Runner(), bundle=BundleManager())
+    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
+    assert hardware_note(ctx) == ""
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    assert "ZeroGPU" in hardware_note(ctx) and "CPU" in hardware_note(ctx) and device_name() == "cpu"
+    ctx.policy = hosted(tmp_path)
+    assert "Hosted mode" in hardware_note(ctx)
