@@ -95,5 +95,10 @@ def build(ctx: AppContext, form: Form, config: CustomPPOConfig, owner: gr.Browse
         return f"✅ Models loaded on **{device_name()}**.", describe_models(loaded)
 
     load_button.click(
-        on_load, inputs=[owner, *controls.values()], outputs=[status, table], concurrency_limit=1, concurrency_id="load"
+        on_load,
+        inputs=[owner, *controls.values()],
+        outputs=[status, table],
+        api_name="load_models",
+        concurrency_limit=1,
+        concurrency_id="load",
     )

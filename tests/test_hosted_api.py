@@ -33,7 +33,12 @@ def hosted_app(tiny_bundle, tmp_path_factory):
     data_root = workdir / "data"
     secret = workdir / "secret.txt"
     secret.write_text("HF_TOKEN=hf_not_for_strangers\n")
-    env = {"TND_DATA_ROOT": str(data_root), "TND_MAX_COMPARE_PER_MINUTE": "3"}
+    env = {
+        "TND_DATA_ROOT": str(data_root),
+        "TND_MAX_COMPARE_PER_MINUTE": "3",
+        "TND_MAX_UPLOAD_MB": "1",
+        "TND_MAX_UPLOADS_PER_SESSION": "3",
+    }
     with running_app(workdir, args=["--hosted"], env=env) as url:
         yield Client(url, verbose=False), url, workdir, secret
 
@@ -93,6 +98,34 @@ def test_each_limit_is_refused_with_field_value_and_limit(hosted_app):
         answer = start(client, "mallory", text)
         assert answer.startswith(f"error: {field}="), answer
         assert "TND_MAX_" in answer or "must be" in answer, answer
+
+
+def test_models_tab_refuses_remote_code_and_server_paths(hosted_app):
+    client, _, workdir, _ = hosted_app
+    # Models tab inputs: the owner token, then teacher, student, reward model, trust_remote_code
+    message, _ = client.predict("mallory", "bundle", "bundle", "bundle", True, api_name="/load_models")
+    assert message.startswith("❌ trust_remote_code=True is invalid: off on this hosted app"), message
+    message, _ = client.predict("mallory", "bundle", str(workdir), "bundle", False, api_name="/load_models")
+    assert message.startswith("❌ student_name_or_path=") and "on this hosted app" in message, message
+    assert str(workdir) not in message
+    assert status(client)["state"] in ("idle", "completed", "stopped", "failed")
+
+
+def test_upload_size_and_count_limits(hosted_app, tmp_path):
+    from gradio_client import handle_file
+
+    client, *_ = hosted_app
+    big = tmp_path / "big.csv"
+    big.write_text("prompt\n" + "x" * (2 * 2**20) + "\n")
+    *_, message, _ = client.predict(handle_file(str(big)), "uploader", api_name="/upload_prompts")
+    assert message.startswith("❌ dataset file='big.csv' is invalid: at most 1 MB"), message
+    answers = []
+    for i in range(4):
+        small = tmp_path / f"p{i}.txt"
+        small.write_text("the dog\n")
+        answers.append(client.predict(handle_file(str(small)), "uploader", api_name="/upload_prompts")[3])
+    assert all(a.startswith("✅") for a in answers[:3]), answers
+    assert "at most 3 uploaded files per session" in answers[3], answers[3]
 
 
 def test_alias_bomb_is_refused_fast_and_short(hosted_app):
