@@ -68,6 +68,10 @@ LIMITS: tuple[Limit, ...] = (
     Limit("runs_kept", "TND_MAX_RUNS_KEPT", 8, "runs kept on disk"),
     Limit("compare_per_minute", "TND_MAX_COMPARE_PER_MINUTE", 6, "Compare calls per minute per session"),
 )
+# The share of a running job's wall time Compare may take by default. Each Compare also costs the run
+# some Python time in the server's threads (requests, queue, JSON), so the budget is kept below the 20%
+# a visitor flood may cost the owner.
+COMPARE_SHARE = 0.1
 CONFIG_LIMITS = ("steps", "batch_size", "ppo_epochs", "max_new_tokens", "max_prompt_length", "save_total_limit")
 LIMIT_BY_NAME = {limit.name: limit for limit in LIMITS}
 
@@ -108,7 +112,7 @@ class HostPolicy:
     require_login: bool = False
     allowed_users: frozenset[str] = frozenset()
     # the share of a running job's wall time that Compare (run between two steps) may take, in both modes
-    compare_share: float = 0.15
+    compare_share: float = COMPARE_SHARE
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, hosted: bool | None = None) -> HostPolicy:
@@ -128,7 +132,7 @@ class HostPolicy:
         data_root = Path(env["TND_DATA_ROOT"]).expanduser() if env.get("TND_DATA_ROOT") else cache_root()
         raw_share = env.get("TND_COMPARE_SHARE", "").strip()
         try:
-            compare_share = float(raw_share) if raw_share else 0.15
+            compare_share = float(raw_share) if raw_share else COMPARE_SHARE
         except ValueError:
             compare_share = -1.0
         if not 0 < compare_share <= 1:

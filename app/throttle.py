@@ -56,7 +56,7 @@ class RateLimiter:
 class WorkBudget:
     """Lets work run only while it stays within `share` of wall time (with a `burst_s` allowance)."""
 
-    def __init__(self, share: float, burst_s: float = 2.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, share: float, burst_s: float = 1.0, clock: Callable[[], float] = time.monotonic):
         if not 0 < share <= 1:
             raise ValueError(f"share must be in (0, 1], not {share}")
         self.share, self.burst_s, self.clock = share, burst_s, clock
