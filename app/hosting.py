@@ -23,12 +23,12 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from tnd_core.cache import cache_root
 from tnd_core.config import CustomPPOConfig
 from tnd_core.errors import ConfigError, TndError
-from tnd_core.sources import MODEL_SOURCE_FIELDS, is_bundle
+from tnd_core.sources import MODEL_SOURCE_FIELDS, SOURCE_FIELDS, is_bundle
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +233,7 @@ class HostPolicy:
             return config
         self.check_limits(config)
         sources = {}
-        for name in (*MODEL_SOURCE_FIELDS, "dataset_name_or_path"):
+        for name in SOURCE_FIELDS:
             resolved = self.check_source(name, getattr(config, name), owner_token)
             sources[name] = resolved.removeprefix("hub:")
         resume = config.resume_from_checkpoint
@@ -314,15 +314,21 @@ class HostPolicy:
         return text
 
     # ------------------------------------------------------------------ models and data from the Hub
-    def fetch_sources(self, config: CustomPPOConfig, progress: Callable[[str], None] | None = None) -> CustomPPOConfig:
+    def fetch_sources(
+        self,
+        config: CustomPPOConfig,
+        progress: Callable[[str], None] | None = None,
+        fields: Sequence[str] = SOURCE_FIELDS,
+    ) -> CustomPPOConfig:
         """A config that passed `check_config`, with every model and dataset made a local folder (hosted
         mode): Hub ids fetched into the Hub cache (safetensors only, within the size limits), and every
         model's size checked. Local mode returns `config` unchanged. Runs where waiting is fine (the run's
-        thread, the Models tab's Load), never in a request that must answer quickly."""
+        thread, the Models tab's Load), never in a request that must answer quickly. `fields` picks the
+        sources to fetch (default: all four)."""
         if not self.hosted:
             return config
         changes: dict[str, str] = {}
-        for name in (*MODEL_SOURCE_FIELDS, "dataset_name_or_path"):
+        for name in fields:
             value = getattr(config, name)
             if is_bundle(value):
                 continue

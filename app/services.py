@@ -25,7 +25,7 @@ from tnd_core.config import CustomPPOConfig, specs_tagged
 from tnd_core.data.prompts import TABLE_SUFFIXES
 from tnd_core.errors import ConfigError
 from tnd_core.events import Subscriber, TrainingControl, TrainingModels
-from tnd_core.sources import is_bundle, uses_bundle
+from tnd_core.sources import MODEL_SOURCE_FIELDS, is_bundle, uses_bundle
 
 if TYPE_CHECKING:
     from tnd_core.evaluation.compare import CompareResult
@@ -189,9 +189,15 @@ def load_models(
     `progress(fraction, desc=...)` (Gradio's) hears of each model. In hosted mode the sources pass the
     host's checks first and Hub models are fetched within its limits."""
     options = model_options(config)
+    sources = {
+        "teacher": config.teacher_name_or_path,
+        "student": config.student_name_or_path,
+        "reward_model": config.reward_model_name_or_path,
+    }
     if ctx.policy.hosted:
         checked = ctx.policy.check_config(config, owner)
-        config = ctx.policy.fetch_sources(checked, progress=None if progress is None else lambda m: progress(0, desc=m))
+        tell_fetch = None if progress is None else (lambda message: progress(0, desc=message))
+        config = ctx.policy.fetch_sources(checked, progress=tell_fetch, fields=MODEL_SOURCE_FIELDS)
     # resolving the config's sources touches the bundle whenever any of them (prompts too) names it
     if uses_bundle(config):
         ctx.bundle.wait()
@@ -202,11 +208,7 @@ def load_models(
         teacher=teacher.to(device),
         student=student.to(device),
         reward_model=reward_model.to(device),
-        sources={
-            "teacher": config.teacher_name_or_path,
-            "student": config.student_name_or_path,
-            "reward_model": config.reward_model_name_or_path,
-        },
+        sources=sources,  # as the user gave them: never the local folders the Hub ids were fetched into
         options=options,
     )
     with ctx.models_lock:
