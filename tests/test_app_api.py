@@ -99,7 +99,9 @@ def test_uploaded_prompt_files_are_previewed_or_refused_with_the_line(app, tmp_p
     client, _ = app
     good = tmp_path / "mine.csv"
     good.write_text("id,text\n1,the dog runs\n2,a cat sleeps\n")
-    source, column, columns, message, table = client.predict(handle_file(str(good)), "alice", api_name="/upload_prompts")
+    source, column, columns, message, table = client.predict(
+        handle_file(str(good)), "alice", api_name="/upload_prompts"
+    )
     assert source.endswith("mine.csv") and column == "id"  # no 'prompt' column: the first one, and the user picks
     assert "2 prompts" in message
     _, message, table = client.predict(source, "text", "alice", api_name="/preview_prompts")
