@@ -175,6 +175,12 @@ class HostPolicy:
     # ------------------------------------------------------------------ sources
     def _local_source(self, value: str, owner_token: str | None) -> Path | None:
         """The allowed local file or folder a source names, else None (never saying whether it exists)."""
+        try:
+            return self._allowed_path(value, owner_token)
+        except (OSError, ValueError):  # names too long for the file system, NUL bytes: not a path we allow
+            return None
+
+    def _allowed_path(self, value: str, owner_token: str | None) -> Path | None:
         if value.startswith(UPLOAD_PREFIX):
             folder = self.uploads_dir(owner_token).resolve()
             candidate = (folder / value[len(UPLOAD_PREFIX) :]).resolve()

@@ -124,7 +124,8 @@ def test_sources_outside_the_allowed_roots_get_one_refusal_whatever_exists(tmp_p
     secret = tmp_path / "secret.txt"
     secret.write_text("HF_TOKEN=hf_abc\n")
     refusals = []
-    for value in (str(secret), str(tmp_path / "missing.txt"), "/etc", "/no/such/folder", "../secret.txt", "~/x"):
+    values = (str(secret), str(tmp_path / "missing.txt"), "/etc", "/no/such/folder", "../secret.txt", "~/x", "a" * 5000)
+    for value in values:
         with pytest.raises(ConfigError) as err:
             policy.check_source("dataset_name_or_path", value, "alice")
         refusals.append(err.value.allowed)
