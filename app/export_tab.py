@@ -102,10 +102,11 @@ def build(ctx: AppContext, form: Form) -> None:
 
     def on_zip(out_dir: str) -> tuple[Any, str]:
         try:
-            folder = latest_checkpoint(ctx.runner.store.snapshot(), out_dir)
-            return zip_checkpoint(folder), f"Zipped `{folder}`."
+            # in hosted mode output_dir is a run name: only a run under the runs root can be exported
+            folder = latest_checkpoint(ctx.runner.store.snapshot(), str(ctx.policy.run_folder(out_dir)))
+            return zip_checkpoint(folder), ctx.policy.redact(f"Zipped `{folder}`.")
         except TndError as exc:
-            return None, f"❌ {exc}"
+            return None, f"❌ {ctx.policy.redact(str(exc))}"
 
     def on_csv() -> tuple[Any, str]:
         try:
@@ -122,13 +123,13 @@ def build(ctx: AppContext, form: Form) -> None:
 
     def on_push(repo: str, secret: str, is_private: bool, out_dir: str) -> tuple[str, str]:
         try:
-            folder = latest_checkpoint(ctx.runner.store.snapshot(), out_dir)
+            folder = latest_checkpoint(ctx.runner.store.snapshot(), str(ctx.policy.run_folder(out_dir)))
             url = push_to_hub(folder, (repo or "").strip(), (secret or "").strip(), is_private)
         except TndError as exc:
-            return f"❌ {redact(str(exc), (secret or '').strip())}", ""
+            return f"❌ {ctx.policy.redact(redact(str(exc), (secret or '').strip()))}", ""
         return f"✅ Pushed `{folder.name}` to {url}", ""
 
-    zip_button.click(on_zip, inputs=output_dir, outputs=[files, message])
+    zip_button.click(on_zip, inputs=output_dir, outputs=[files, message], concurrency_limit=1)
     csv_button.click(on_csv, outputs=[files, message])
     yaml_button.click(on_yaml, inputs=form.components, outputs=[files, message])
     # the token box is cleared after each push so the secret does not linger in the page

@@ -161,6 +161,10 @@ class HostPolicy:
         """The folder of one browser session's uploads."""
         return self.uploads_root / session_key(owner_token)
 
+    def run_folder(self, output_dir: str) -> Path:
+        """Where the run named by `output_dir` lives: that path in local mode, under the runs root in hosted mode."""
+        return self.runs_root / run_name(output_dir) if self.hosted else Path(output_dir)
+
     def limit(self, name: str) -> int:
         return self.limits[name]
 
@@ -247,7 +251,7 @@ class HostPolicy:
             raise ConfigError(
                 "resume_from_checkpoint", resume, "on this hosted app: empty, 'latest' or checkpoint-<step> of this run"
             )
-        run_folder = self.runs_root / run_name(config.output_dir)
+        run_folder = self.run_folder(config.output_dir)
         if resume and resume != "latest":
             sources["resume_from_checkpoint"] = str(run_folder / resume)
         return config.replace(output_dir=str(run_folder), **sources)

@@ -318,3 +318,10 @@ def test_models_tab_says_what_zero_gpu_and_hosted_mode_mean(tmp_path, monkeypatc
     assert "ZeroGPU" in hardware_note(ctx) and "CPU" in hardware_note(ctx) and device_name() == "cpu"
     ctx.policy = hosted(tmp_path)
     assert "Hosted mode" in hardware_note(ctx)
+
+
+def test_export_reads_only_runs_under_the_runs_root_in_hosted_mode(tmp_path):
+    outside = tmp_path / "elsewhere" / "checkpoint-3"
+    outside.mkdir(parents=True)
+    assert HostPolicy().run_folder(str(outside.parent)) == outside.parent
+    assert hosted(tmp_path).run_folder(str(outside.parent)) == hosted(tmp_path).runs_root / "elsewhere"
