@@ -1,10 +1,14 @@
 """Export tab: the latest checkpoint as a zip, the metrics as CSV, the config as YAML, and push to the hub.
 
+The metrics CSV has every logged step: it is read from the run's `metrics.jsonl`, not from the app's
+in-memory history, which thins old steps to stay bounded.
+
 The hub token is used for one call and never logged, stored or echoed back, even inside an error.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tempfile
@@ -19,7 +23,11 @@ from app.forms import Form, errors_markdown
 from app.runner import Snapshot
 from app.services import CONFIG_FILE, write_config_file
 from tnd_core.errors import ConfigError, TndError
+from tnd_core.stats import EVAL_PREFIX
 
+# the trainer's record of every step (tnd_core.trainers.ppo_trainer.metrics_log.METRICS_FILE; the app may
+# not import the trainer's internals)
+METRICS_FILE = "metrics.jsonl"
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -45,17 +53,55 @@ def zip_checkpoint(folder: Path) -> str:
     return shutil.make_archive(str(target), "zip", root_dir=folder)
 
 
+def metrics_path(snap: Snapshot) -> Path | None:
+    """The run's `metrics.jsonl`, or None when the run has no config or the file is missing."""
+    if snap.config is None:
+        return None
+    path = Path(snap.config.output_dir) / METRICS_FILE
+    return path if path.is_file() else None
+
+
+def read_step_rows(path: Path) -> pd.DataFrame:
+    """The step rows of a `metrics.jsonl` (evaluation rows left out), one per step in step order.
+
+    A resumed run restarts the file from its checkpoint's copy; should a step still appear twice,
+    its last row wins. A line cut short by a crash is skipped.
+    """
+    rows = []
+    with open(path) as lines:
+        for line in lines:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and "step" in row and not any(key.startswith(EVAL_PREFIX) for key in row):
+                rows.append(row)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    frame = frame.drop_duplicates(subset="step", keep="last").sort_values("step", kind="stable")
+    return frame[["step", *(c for c in frame.columns if c != "step")]].reset_index(drop=True)
+
+
 def metrics_frame(snap: Snapshot) -> pd.DataFrame:
-    """One row per logged step, one column per statistic."""
+    """One row per logged step, one column per statistic: every step from the run's metrics.jsonl,
+    or the store's kept points when the file is missing (e.g. a run function that writes none)."""
+    path = metrics_path(snap)
+    if path is not None:
+        frame = read_step_rows(path)
+        if not frame.empty:
+            return frame
     return pd.DataFrame({"step": snap.steps, **snap.stats})
 
 
-def write_metrics_csv(snap: Snapshot) -> str:
-    if not snap.steps:
+def write_metrics_csv(snap: Snapshot) -> tuple[str, int]:
+    """The metrics as a CSV in a fresh temporary directory, and its number of rows."""
+    frame = metrics_frame(snap)
+    if frame.empty:
         raise TndError("No metrics yet: start a run first.")
     path = Path(tempfile.mkdtemp(prefix="tnd-metrics-")) / "metrics.csv"
-    metrics_frame(snap).to_csv(path, index=False)
-    return str(path)
+    frame.to_csv(path, index=False)
+    return str(path), len(frame)
 
 
 def redact(text: str, secret: str) -> str:
@@ -110,8 +156,8 @@ def build(ctx: AppContext, form: Form) -> None:
 
     def on_csv() -> tuple[Any, str]:
         try:
-            snap = ctx.runner.store.snapshot()
-            return write_metrics_csv(snap), f"{len(snap.steps)} logged steps."
+            path, rows = write_metrics_csv(ctx.runner.store.snapshot())
+            return path, f"{rows} logged steps."
         except TndError as exc:
             return None, f"❌ {exc}"
 

@@ -7,6 +7,9 @@ consistent weights (Compare) goes through `call_between_steps`, which hands it t
 `TrainingControl`: the training thread runs it between two steps with the run's models, or it runs
 at once (on the final models after a run). Logs go to `<output_dir>/train.log` and to an in-memory
 tail for the UI, never to a pipe.
+
+The store keeps a bounded history (`History`): a run of any length holds the same memory. The full
+record of every step is the run's own `<output_dir>/metrics.jsonl`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from collections import deque
 from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
 
 from tnd_core.config import CustomPPOConfig
 from tnd_core.errors import TndError
@@ -81,16 +86,20 @@ class Snapshot:
     step: int
     total_steps: int
     elapsed_s: float
+    # the kept points of the history (every step early on, then thinned: see `History`)
     steps: list[int]
     stats: dict[str, Sequence[float]]
     rollout_step: int | None
     rollout: list[RolloutSample]
     eval_steps: list[int]
-    eval_metrics: dict[str, list[float]]
+    eval_metrics: dict[str, Sequence[float]]
     checkpoint: str | None
     config: CustomPPOConfig | None
     log_tail: str
     first_step_wall_s: float | None
+    # how many steps and evaluations were logged in all (more than the kept points once thinned)
+    logged_steps: int = 0
+    logged_evals: int = 0
 
     @property
     def eta_s(self) -> float | None:
@@ -100,11 +109,73 @@ class Snapshot:
         return max(0.0, (self.total_steps - self.step) * self.elapsed_s / self.step)
 
 
+class History:
+    """Steps and their named values, in bounded memory however long the run.
+
+    Every point is kept until `max_points`; then the older part is thinned to an even grid of steps
+    while the first `head_points` and the latest `recent_points` stay at full resolution, so a plot
+    shows the whole run's shape with the recent detail. Values are packed doubles; a name first
+    seen at a later step gets NaN for the earlier ones. Not thread-safe: the `RunStore` locks.
+    """
+
+    def __init__(self, max_points: int = 2000, recent_points: int = 500, head_points: int = 10):
+        if not 0 < head_points + recent_points < max_points:
+            raise ValueError("need 0 < head_points + recent_points < max_points")
+        self.max_points, self.recent_points, self.head_points = max_points, recent_points, head_points
+        self.steps: array = array("q")
+        self.values: dict[str, array] = {}
+        self.logged = 0  # points appended in all, kept or thinned away
+        self.stride = 1  # the older part keeps the steps that are multiples of this
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def append(self, step: int, values: Mapping[str, float]) -> None:
+        """Add one point; thins the older part first when the budget is full."""
+        if len(self.steps) >= self.max_points:
+            self._thin()
+        n = len(self.steps)
+        self.steps.append(step)
+        for key, value in values.items():
+            if key not in self.values:
+                self.values[key] = array("d", [math.nan] * n)
+            self.values[key].append(float(value))
+        for series in self.values.values():
+            if len(series) == n:
+                series.append(math.nan)
+        self.logged += 1
+
+    def _thin(self) -> None:
+        # the older part keeps the steps on a grid (multiples of `stride`), doubling the stride until it
+        # fits half its share of the budget: the grid stays even however often it is thinned, and
+        # thinning runs once per ~max_points/4 appends, not at every step
+        steps = np.frombuffer(self.steps, dtype=np.int64)
+        start, end = self.head_points, len(steps) - self.recent_points
+        budget = max(1, (self.max_points - self.head_points - self.recent_points) // 2)
+        older = steps[start:end]
+        while np.count_nonzero(older % self.stride == 0) > budget:
+            self.stride *= 2
+        picked = np.flatnonzero(older % self.stride == 0) + start
+        keep = np.concatenate([np.arange(start), picked, np.arange(end, len(steps))])
+        self.steps = array("q", steps[keep].tobytes())
+        for key, series in self.values.items():
+            self.values[key] = array("d", np.frombuffer(series, dtype=np.float64)[keep].tobytes())
+
+    def copy_steps(self) -> list[int]:
+        return self.steps.tolist()
+
+    def copy_values(self) -> dict[str, array]:
+        return {key: series[:] for key, series in self.values.items()}
+
+
 @dataclass
 class RunStore:
     """Metrics, rollouts, evaluations and status of the current job; every method is thread-safe."""
 
     max_log_lines: int = 300
+    max_points: int = 2000  # kept points per statistic; the run's metrics.jsonl has every step
+    recent_points: int = 500  # the latest steps, always at full resolution
+    max_eval_points: int = 500
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
@@ -122,12 +193,10 @@ class RunStore:
             self._step = 0
             self._total = config.steps if config else 0
             self._elapsed = 0.0
-            self._steps: array = array("q")
-            self._stats: dict[str, array] = {}
+            self._history = History(self.max_points, self.recent_points)
+            self._evals = History(self.max_eval_points, self.max_eval_points // 4)
             self._rollout_step: int | None = None
             self._rollout: list[RolloutSample] = []
-            self._eval_steps: list[int] = []
-            self._eval: dict[str, list[float]] = {}
             self._checkpoint: str | None = None
             self._log: deque[str] = deque(maxlen=self.max_log_lines)
             self._started_wall = time.monotonic()
@@ -162,7 +231,7 @@ class RunStore:
             elif isinstance(event, RolloutEvent):
                 self._rollout_step, self._rollout = event.step, list(event.samples)
             elif isinstance(event, EvalEvent):
-                self._add_eval(event)
+                self._evals.append(event.step, event.metrics)
             elif isinstance(event, CheckpointEvent):
                 self._checkpoint = event.path
             elif isinstance(event, ErrorEvent):
@@ -175,30 +244,10 @@ class RunStore:
             self._version += 1
 
     def _add_step(self, event: StepEvent) -> None:
-        n = len(self._steps)
-        self._steps.append(event.step)
-        for key, value in event.stats.items():
-            if key not in self._stats:  # a statistic first logged now: earlier steps did not have it
-                # packed doubles: a 100k-step run with 40 statistics stays at ~30 MB and copies fast
-                self._stats[key] = array("d", [math.nan] * n)
-            self._stats[key].append(float(value))
-        for series in self._stats.values():
-            if len(series) == n:
-                series.append(math.nan)
+        self._history.append(event.step, event.stats)
         self._step, self._total, self._elapsed = event.step, event.total_steps, event.elapsed_s
         if self._first_step_wall is None:
             self._first_step_wall = time.monotonic() - self._started_wall
-
-    def _add_eval(self, event: EvalEvent) -> None:
-        n = len(self._eval_steps)
-        self._eval_steps.append(event.step)
-        for key, value in event.metrics.items():
-            if key not in self._eval:
-                self._eval[key] = [math.nan] * n
-            self._eval[key].append(float(value))
-        for series in self._eval.values():
-            if len(series) == n:
-                series.append(math.nan)
 
     def _apply_status(self, event: StatusEvent) -> None:
         state = {"started": "running", "resumed": "running"}.get(event.state, event.state)
@@ -239,16 +288,18 @@ class RunStore:
                 step=self._step,
                 total_steps=self._total,
                 elapsed_s=self._elapsed,
-                steps=self._steps.tolist(),
-                stats={k: v[:] for k, v in self._stats.items()},
+                steps=self._history.copy_steps(),
+                stats=self._history.copy_values(),
                 rollout_step=self._rollout_step,
                 rollout=list(self._rollout),
-                eval_steps=list(self._eval_steps),
-                eval_metrics={k: list(v) for k, v in self._eval.items()},
+                eval_steps=self._evals.copy_steps(),
+                eval_metrics=self._evals.copy_values(),
                 checkpoint=self._checkpoint,
                 config=self._config,
                 log_tail="\n".join(self._log),
                 first_step_wall_s=self._first_step_wall,
+                logged_steps=self._history.logged,
+                logged_evals=self._evals.logged,
             )
 
 

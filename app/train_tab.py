@@ -141,11 +141,23 @@ class FigureCache:
         self._figures: list[Any] = []
 
     def get(self, snap: Snapshot) -> list[Any]:
-        key = (snap.run, len(snap.steps), len(snap.eval_steps))
+        key = (snap.run, snap.logged_steps, snap.logged_evals)
         with self._lock:
             if key != self._key:
                 self._key, self._figures = key, figures(snap)
             return self._figures
+
+
+def as_update(value: Any) -> Any:
+    """`value` as gr.update(value=...) for an output that other ticks skip.
+
+    Gradio 6 keeps a session's copy of a component after a gr.skip(); a later plain value then
+    files that copy, with the value, under a fresh id, and nothing ever removes it: a watched Train
+    tab grew the server by ~11 MB a minute. Updates always replace the session's one copy.
+    """
+    if isinstance(value, dict) and value.get("__type__") == "update":
+        return value
+    return gr.update(value=value)
 
 
 def role_of(ctx: AppContext, owner: str | None) -> str:
@@ -219,8 +231,8 @@ def build(ctx: AppContext, form: Form, owner: gr.BrowserState, check_summary: gr
             return gr.skip()
         snap = ctx.runner.store.snapshot()
         new_run = snap.run != last.run
-        new_steps = new_run or len(snap.steps) != last.steps
-        new_evals = new_run or len(snap.eval_steps) != last.evals
+        new_steps = new_run or snap.logged_steps != last.steps
+        new_evals = new_run or snap.logged_evals != last.evals
         redraw = should_redraw(last, snap.state, new_run, new_steps or new_evals, now, ctx.redraw_s)
         target = snap.config.target if snap.config else None
         light = [
@@ -237,25 +249,27 @@ def build(ctx: AppContext, form: Form, owner: gr.BrowserState, check_summary: gr
             version=snap.version,
             run=snap.run,
             role=role,
-            steps=len(snap.steps) if redraw else last.steps,
-            evals=len(snap.eval_steps) if redraw else last.evals,
+            steps=snap.logged_steps if redraw else last.steps,
+            evals=snap.logged_evals if redraw else last.evals,
             drawn_at=now if redraw else last.drawn_at,
             pending=(new_steps or new_evals) and not redraw,
             sent=sent,
         )
-        changed = (gr.skip() if key == before else value for value, key, before in zip(light, sent, previous))
+        changed = (
+            gr.skip() if key == before else as_update(value) for value, key, before in zip(light, sent, previous)
+        )
         outputs: list[Any] = [shown, *changed]
         if not redraw:
             # an error or a stop can arrive without new steps: its last log lines still show
             return (
                 outputs
-                + [snap.log_tail if is_settled(snap.state) else gr.skip()]
+                + [as_update(snap.log_tail) if is_settled(snap.state) else gr.skip()]
                 + [gr.skip()] * (len(heavy_outputs) - 1)
             )
-        outputs += [snap.log_tail, rollout_frame(snap), eval_frame(snap)]
+        outputs += [as_update(snap.log_tail), as_update(rollout_frame(snap)), as_update(eval_frame(snap))]
         figs = cache.get(snap)
-        outputs += figs[:4] if new_steps else [gr.skip()] * 4
-        outputs.append(figs[4] if new_evals else gr.skip())
+        outputs += [as_update(fig) for fig in figs[:4]] if new_steps else [gr.skip()] * 4
+        outputs.append(as_update(figs[4]) if new_evals else gr.skip())
         # open the evaluation panel when a run's first evaluation arrives; later the user decides
         first_eval = snap.eval_steps and (new_run or last.evals <= 0)
         outputs.append(gr.update(open=True) if first_eval else gr.skip())

@@ -104,3 +104,38 @@ def test_live_redraws_are_throttled_while_steps_stream_but_never_lag_a_settled_j
         assert should_redraw(last, state, new_run=False, new_data=True, now=last.drawn_at + 0.1, redraw_s=redraw_s)
     # a new run replaces the old curves at once
     assert should_redraw(last, "running", new_run=True, new_data=True, now=last.drawn_at + 0.1, redraw_s=redraw_s)
+
+
+def test_a_watched_train_tab_keeps_one_copy_of_each_output_per_session():
+    """Gradio files a session's copy of a skipped output under a fresh id when a later tick sends a plain
+    value, and never removes it; the Train tab sends updates, so a session's state stays the same size."""
+    import asyncio
+
+    from gradio.state_holder import SessionState
+
+    from app.context import AppContext, BundleManager
+    from app.runner import Runner
+    from app.ui import build_app
+    from tnd_core.events import EvalEvent, StepEvent
+
+    runner = Runner(run_function=lambda *a, **k: {})
+    demo, _ = build_app(AppContext(runner=runner, bundle=BundleManager(), redraw_s=0.0))
+    tick = next(fn for fn in demo.fns.values() if fn.name == "tick")
+    session = SessionState(demo)
+    runner.store.reset("alice", None)
+    sizes, redraws = [], 0
+
+    async def watch(ticks: int) -> None:
+        nonlocal redraws
+        for step in range(1, ticks + 1):
+            if step % 2:  # new data on every other tick: the plots are redrawn, then skipped
+                runner.store.on_event(StepEvent(step, ticks, {stat.REWARD_MEAN: 0.1 * step, stat.KL: 1.0}, step))
+                if step % 5 == 0:
+                    runner.store.on_event(EvalEvent(step, {"eval/distinct_1": 0.5}))
+            out = await demo.process_api(block_fn=tick, inputs=[None, None], state=session)
+            redraws += any(isinstance(v, dict) and "plot" in str(v.get("value", ""))[:200] for v in out["data"])
+            sizes.append((len(session.blocks_config.blocks), len(session.config_values)))
+
+    asyncio.run(watch(60))
+    assert redraws >= 20  # the plots were sent, with skips in between
+    assert sizes[-1] == sizes[10], sizes[10:]

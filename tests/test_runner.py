@@ -20,6 +20,7 @@ from tnd_core.errors import TndError
 from tnd_core.events import (
     CheckpointEvent,
     ErrorEvent,
+    EvalEvent,
     RolloutEvent,
     RolloutSample,
     StatusEvent,
@@ -202,23 +203,71 @@ def test_error_messages_are_words():
     assert text.startswith("RuntimeError: CUDA out of memory") and "lower batch_size" in text
 
 
-def test_store_keeps_a_long_run_cheap_and_aligned():
+def test_store_holds_a_100k_step_run_in_bounded_memory():
+    import tracemalloc
+
     from app.runner import RunStore
 
     store = RunStore()
-    store.reset("alice", CustomPPOConfig(steps=20_000))
-    started = time.monotonic()
-    for step in range(1, 20_001):
-        stats = {f"stat/{i}": float(step) for i in range(10)}
-        if step > 10_000:
-            stats["late/stat"] = 1.0  # first logged half way: earlier steps read NaN
-        store.on_event(StepEvent(step, 20_000, stats, step * 0.1))
-    assert time.monotonic() - started < 5.0  # linear: a quadratic store takes minutes here
+    store.reset("alice", CustomPPOConfig(steps=100_000))
+    names = [f"stat/{i}" for i in range(30)]
+    tracemalloc.start()
+    try:
+        started = time.monotonic()
+        for step in range(1, 100_001):
+            store.on_event(StepEvent(step, 100_000, dict.fromkeys(names, float(step)), step * 0.1))
+            if step % 10 == 0:
+                store.on_event(EvalEvent(step, {"eval/distinct_1": float(step)}))
+        elapsed = time.monotonic() - started
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # every step kept would be 100k x 31 doubles = 25 MB, and ~10 s of copying per snapshot thereafter
+    assert current < 3 * 2**20 and peak < 6 * 2**20, (current, peak)
+    assert elapsed < 60  # thinning is amortised: a store that thins at every step takes many minutes here
     snap = store.snapshot()
-    assert len(snap.steps) == 20_000 and all(len(v) == 20_000 for v in snap.stats.values())
-    late = snap.stats["late/stat"]
-    assert math.isnan(late[9_999]) and late[10_000] == 1.0
-    assert snap.eta_s == 0.0 and snap.step == 20_000
+    assert len(snap.steps) <= store.max_points and all(len(v) == len(snap.steps) for v in snap.stats.values())
+    assert len(snap.eval_steps) <= store.max_eval_points
+    assert snap.logged_steps == 100_000 and snap.logged_evals == 10_000
+    assert snap.steps[0] == 1 and snap.steps[-1] == 100_000 and snap.eval_steps[-1] == 100_000
+    assert snap.eta_s == 0.0 and snap.step == 100_000
+
+
+def test_history_thins_the_old_part_evenly_and_keeps_the_start_and_the_latest_steps():
+    from app.runner import History
+
+    history = History(max_points=200, recent_points=50, head_points=10)
+    for step in range(1, 5_001):
+        values = {"a": float(step)}
+        if step > 2_500:
+            values["late"] = -float(step)  # first logged half way: earlier kept steps read NaN
+        history.append(step, values)
+        assert len(history) <= 200
+    steps = history.steps.tolist()
+    assert history.logged == 5_000
+    assert steps[:10] == list(range(1, 11))  # the first steps, for "since the start" comparisons
+    assert steps[-50:] == list(range(4_951, 5_001))  # the latest window at full resolution
+    assert steps == sorted(set(steps))
+    assert history.values["a"].tolist() == [float(s) for s in steps]  # values stay with their steps
+    late = history.values["late"].tolist()
+    assert all(math.isnan(v) for v, s in zip(late, steps) if s <= 2_500)
+    assert all(v == -s for v, s in zip(late, steps) if s > 2_500)
+    # the thinned part is an even grid over the whole run (the steps aged out of the latest window since
+    # the last thinning follow it at full resolution)
+    grid = [s for s in steps[10:] if s % history.stride == 0 and s < steps[-50] - 200]
+    assert len(grid) > 20 and {b - a for a, b in zip(grid, grid[1:])} == {history.stride}
+    assert grid[0] <= 10 + history.stride and steps[10] == grid[0]
+
+
+def test_history_keeps_every_point_until_its_budget():
+    from app.runner import History
+
+    history = History(max_points=100, recent_points=20)
+    for step in range(1, 101):
+        history.append(step, {"a": step})
+    assert history.steps.tolist() == list(range(1, 101)) and history.values["a"].tolist() == list(range(1, 101))
+    with pytest.raises(ValueError):
+        History(max_points=10, recent_points=10)
 
 
 def test_requests_run_between_steps_never_inside_one(config):
