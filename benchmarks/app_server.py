@@ -28,10 +28,14 @@ def free_port() -> int:
 
 @contextmanager
 def running_app(
-    workdir: Path, timeout_s: float = 180.0, args: Sequence[str] = (), env: Mapping[str, str] | None = None
+    workdir: Path,
+    timeout_s: float = 180.0,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    app_file: Path = REPO / "app.py",
 ) -> Iterator[str]:
-    """Start the app in `workdir` (with extra command-line `args` and environment `env`), yield its URL
-    once it answers, stop it afterwards."""
+    """Start the app in `workdir` (with extra command-line `args` and environment `env`; `app_file`: another
+    checkout's app.py), yield its URL once it answers, stop it afterwards."""
     port = free_port()
     env = {
         **os.environ,
@@ -45,7 +49,7 @@ def running_app(
     url = f"http://127.0.0.1:{port}/"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, str(REPO / "app.py"), *args], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, str(app_file), *args], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT
         )
         try:
             deadline = time.monotonic() + timeout_s
