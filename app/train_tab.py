@@ -237,7 +237,7 @@ def build(ctx: AppContext, form: Form, owner: gr.BrowserState, check_summary: gr
         target = snap.config.target if snap.config else None
         light = [
             progress_html(snap),
-            status_markdown(snap),
+            ctx.policy.redact(status_markdown(snap)),
             "\n".join(f"⚠️ {w}" for w in plots.health_warnings(snap.stats, target)),
             ROLE_NOTES[role],
             *button_updates(ctx, role),
@@ -263,10 +263,14 @@ def build(ctx: AppContext, form: Form, owner: gr.BrowserState, check_summary: gr
             # an error or a stop can arrive without new steps: its last log lines still show
             return (
                 outputs
-                + [as_update(snap.log_tail) if is_settled(snap.state) else gr.skip()]
+                + [as_update(ctx.policy.redact(snap.log_tail)) if is_settled(snap.state) else gr.skip()]
                 + [gr.skip()] * (len(heavy_outputs) - 1)
             )
-        outputs += [as_update(snap.log_tail), as_update(rollout_frame(snap)), as_update(eval_frame(snap))]
+        outputs += [
+            as_update(ctx.policy.redact(snap.log_tail)),
+            as_update(rollout_frame(snap)),
+            as_update(eval_frame(snap)),
+        ]
         figs = cache.get(snap)
         outputs += [as_update(fig) for fig in figs[:4]] if new_steps else [gr.skip()] * 4
         outputs.append(as_update(figs[4]) if new_evals else gr.skip())
