@@ -51,7 +51,7 @@ def status(ctx: AppContext) -> dict[str, Any]:
         "error": redact(snap.error) if snap.error else None,
         "step": snap.step,
         "total_steps": snap.total_steps,
-        "logged_steps": len(snap.steps),
+        "logged_steps": snap.logged_steps,
         "elapsed_s": snap.elapsed_s,
         "eta_s": snap.eta_s,
         "first_step_wall_s": snap.first_step_wall_s,
