@@ -142,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.rounds, args.seconds = 1, min(args.seconds, 6.0)
     settings = ["hosted"] if args.quick else list(SETTINGS)
+    info = machine()  # before the servers start: its load average is the background load
     results = [measure(s, args.rounds, args.seconds, args.sessions) for s in settings]
-    info = machine()
     rows = [
         [
             r["setting"],
