@@ -18,6 +18,17 @@ from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 REPO = Path(__file__).resolve().parents[1]
+# Debian's Chromium and the flags every headless page of the project (tests, benchmarks, screenshots) uses
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+VIEWPORT = {"width": 1400, "height": 1000}
 
 
 def free_port() -> int:

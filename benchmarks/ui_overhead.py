@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.app_server import running_app
+from benchmarks.app_server import CHROMIUM, CHROMIUM_ARGS, VIEWPORT, running_app
 from benchmarks.common import (
     DOCS,
     command_line,
@@ -39,16 +39,6 @@ from benchmarks.common import (
     write_report,
 )
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-VIEWPORT = {"width": 1400, "height": 1000}
 PLOT_POINTS_JS = """(id) => {
   const div = document.querySelector(`#${id} .js-plotly-plot`);
   return div && div.data ? div.data.reduce((n, t) => n + (t.x ? t.x.length : 0), 0) : 0;

@@ -18,16 +18,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
-from benchmarks.app_server import running_app  # noqa: E402  (the launcher of `python app.py` the tests use)
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+from benchmarks.app_server import CHROMIUM, CHROMIUM_ARGS, VIEWPORT, running_app  # noqa: E402  (the launcher of `python app.py` the tests use)
 
 
 def main() -> None:
@@ -38,8 +29,8 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as tmp, running_app(Path(tmp), timeout_s=1800) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport=VIEWPORT)
         page.goto(url)
         page.wait_for_function("() => localStorage.getItem('tnd_studio_owner') !== null", timeout=1_800_000)
         page.get_by_role("tab", name="Train").click()

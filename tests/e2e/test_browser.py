@@ -15,22 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.app_server import REPO, running_app
+from benchmarks.app_server import CHROMIUM, CHROMIUM_ARGS, REPO, VIEWPORT, running_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ARTIFACTS = REPO / "tests" / "artifacts"
 DOC_SHOTS = REPO / "docs" / "screenshots"
-VIEWPORT = {"width": 1400, "height": 1000}
 PLOT_POINTS_JS = """(id) => {
   const div = document.querySelector(`#${id} .js-plotly-plot`);
   if (!div || !div.data) return 0;
