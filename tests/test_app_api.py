@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from api_calls import status, wait_for
 
 from benchmarks.app_server import running_app
 
@@ -25,20 +26,6 @@ def app(tiny_bundle, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("api")
     with running_app(workdir) as url:
         yield Client(url, verbose=False), workdir
-
-
-def status(client) -> dict:
-    return client.predict(api_name="/training_status")
-
-
-def wait_for(client, predicate, timeout_s, what) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        current = status(client)
-        if predicate(current):
-            return current
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}; last status: {current}")
 
 
 def test_bad_configs_are_refused_in_words(app):

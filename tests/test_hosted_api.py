@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from api_calls import status, wait_for
 
 from benchmarks.app_server import running_app
 
@@ -45,20 +46,6 @@ def hosted_app(tiny_bundle, tmp_path_factory):
 
 def start(client, owner: str, yaml_text: str) -> str:
     return client.predict(owner, yaml_text, api_name="/start_training")
-
-
-def status(client) -> dict:
-    return client.predict(api_name="/training_status")
-
-
-def wait_for(client, predicate, timeout_s: float, what: str) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        current = status(client)
-        if predicate(current):
-            return current
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}; last status: {current}")
 
 
 def test_remote_code_is_refused(hosted_app):
