@@ -356,14 +356,18 @@ class Runner:
     def is_owner(self, token: str | None) -> bool:
         return bool(token) and token == self._owner
 
+    def require_idle(self, owner: str | None) -> None:
+        """Raise JobBusyError, saying whose job it is, while a job runs (one job per app)."""
+        if self.running:
+            who = "this session" if self.is_owner(owner) else "another session"
+            raise JobBusyError(f"A training job started by {who} is still running; one job per app. Stop it first.")
+
     def start(self, config: CustomPPOConfig, owner: str) -> None:
         """Start training `config` in the background, owned by `owner`; one job at a time."""
         if not owner:
             raise TndError("owner token is missing: reload the page so the browser gets one.")
         with self._lock:
-            if self.running:
-                who = "this session" if owner == self._owner else "another session"
-                raise JobBusyError(f"A training job started by {who} is still running; one job per app. Stop it first.")
+            self.require_idle(owner)
             self._owner = owner
             self._control = TrainingControl()
             self.store.reset(owner, config)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from app.context import AppContext, BundleManager, LoadedModels, device_name
 from app.hosting import HostPolicy, session_key
-from app.runner import JobBusyError, RunFunction, RunStore
+from app.runner import RunFunction, RunStore
 from app.throttle import Meter
 from tnd_core import pipeline
 from tnd_core.cache import cache_root
@@ -128,9 +128,7 @@ def start_run(
     the run folder); returns the config as it runs (in hosted mode `output_dir` is under the runs root)."""
     ctx.policy.check_starter(username)
     checked = ctx.policy.check_config(config, owner)
-    if ctx.runner.running:  # refused before any run folder is touched
-        who = "this session" if ctx.runner.is_owner(owner) else "another session"
-        raise JobBusyError(f"A training job started by {who} is still running; one job per app. Stop it first.")
+    ctx.runner.require_idle(owner)  # refused before any run folder is touched
     ctx.policy.claim_run(checked.output_dir, owner)
     ctx.runner.start(checked, owner or "")
     return checked
