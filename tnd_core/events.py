@@ -42,9 +42,33 @@ class RolloutEvent:
 
 
 @dataclass
+class RolloutTextsEvent:
+    """Every PPO step's response texts, the whole batch of the main process (RolloutEvent shows a few
+    samples of logged steps): what the word counts of trials and demos are made from."""
+
+    step: int
+    trials: list[str]
+    demos: list[str]
+
+
+@dataclass
+class WordSurprisals:
+    """One evaluation's per-word result: mean surprisal (bits) of each word the held-out sentences
+    contain, and the words asked for (the vocabulary, the uploaded word list) that they do not."""
+
+    surprisal: dict[str, float]
+    unscored: list[str]
+    word_list: list[str]
+    threshold: float
+
+
+@dataclass
 class EvalEvent:
+    """An evaluation's metrics; `words` when the evaluator measures each word (`Evaluator.last_words`)."""
+
     step: int
     metrics: dict[str, float]
+    words: WordSurprisals | None = None
 
 
 @dataclass
@@ -73,7 +97,7 @@ class StatusEvent:
     detail: str = ""
 
 
-Event = Union[StepEvent, RolloutEvent, EvalEvent, CheckpointEvent, ErrorEvent, StatusEvent]
+Event = Union[StepEvent, RolloutEvent, RolloutTextsEvent, EvalEvent, CheckpointEvent, ErrorEvent, StatusEvent]
 Subscriber = Callable[[Event], None]
 
 

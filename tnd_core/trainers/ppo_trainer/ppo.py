@@ -29,6 +29,7 @@ from tnd_core.events import (
     Event,
     RolloutEvent,
     RolloutSample,
+    RolloutTextsEvent,
     StatusEvent,
     StepEvent,
     Subscriber,
@@ -217,6 +218,7 @@ class CustomPPOTrainer:
         self._check_finite(rollout.scores, "the scores of reward_model")
         stats = self._update(rollout.batch, rollout.scores, rollout.is_demo)
         stats.update(rollout_stats(rollout, self.engine, stats))
+        self._emit(RolloutTextsEvent(self.global_step + 1, rollout.trial_responses, rollout.demo_responses))
         return stats, rollout.samples
 
     def _clm_step(self, texts: list[str]) -> dict[str, float]:
@@ -343,7 +345,7 @@ class CustomPPOTrainer:
         with torch.no_grad():
             metrics = {k: float(v) for k, v in evaluator(self.engine.unwrapped(), self.teacher).items()}
         self.model.train(was_training)
-        self._emit(EvalEvent(self.global_step, metrics))
+        self._emit(EvalEvent(self.global_step, metrics, getattr(evaluator, "last_words", None)))
 
     def _fail(self, exc: BaseException) -> None:
         message = str(exc) if isinstance(exc, TndError) else f"{type(exc).__name__}: {exc}"

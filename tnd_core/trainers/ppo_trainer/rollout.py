@@ -3,7 +3,7 @@ decoded, scored by the reward model and shaped, laid out as one batch (docs/ALGO
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -32,6 +32,8 @@ class Rollout:
     samples: list[RolloutSample]
     generate_s: float
     score_s: float
+    trial_responses: list[str] = field(default_factory=list)
+    demo_responses: list[str] = field(default_factory=list)
 
 
 def rollout_stats(rollout: Rollout, engine: Engine, update_stats: dict[str, float]) -> dict[str, float]:
@@ -156,21 +158,31 @@ class RolloutCollector:
             batch = make_batch(q_ids, q_attn, trial_ids, trial_valid, eos)
         engine.free_cache()
 
-        samples = []
+        samples, trial_responses, demo_responses = [], [], []
         if engine.accelerator.is_main_process:
+            # every response is decoded: the word counts of trials and demos need the whole batch
+            trial_responses = decode_rows(self.tokenizer, trial_ids, trial_valid)
+            demo_responses = decode_rows(self.tokenizer, demo_ids, demo_valid) if c.use_teacher_demos else []
             shown = min(SAMPLES_SHOWN, c.batch_size)
-            trial_text = decode_rows(self.tokenizer, trial_ids[:shown], trial_valid[:shown])
-            demo_text = (
-                decode_rows(self.tokenizer, demo_ids[:shown], demo_valid[:shown])
-                if c.use_teacher_demos
-                else [None] * shown
-            )
+            demo_text = demo_responses[:shown] if c.use_teacher_demos else [None] * shown
             t_scores = trial_scores[:shown].tolist()
             d_scores = demo_scores[:shown].tolist() if demo_scores is not None else [None] * shown
             samples = [
-                RolloutSample(prompts[i], trial_text[i], t_scores[i], demo_text[i], d_scores[i]) for i in range(shown)
+                RolloutSample(prompts[i], trial_responses[i], t_scores[i], demo_text[i], d_scores[i])
+                for i in range(shown)
             ]
-        return Rollout(batch, scores, is_demo, trial_scores, demo_scores, samples, generate_s, score_s)
+        return Rollout(
+            batch,
+            scores,
+            is_demo,
+            trial_scores,
+            demo_scores,
+            samples,
+            generate_s,
+            score_s,
+            trial_responses,
+            demo_responses,
+        )
 
 
 def generation_kwargs(config: Any, pad_token_id: int | None, eos_token_id: int | None) -> dict[str, Any]:
