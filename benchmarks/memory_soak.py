@@ -11,6 +11,7 @@ at the same time with its own page, so both see the same load on the machine.
 
   python -m benchmarks.memory_soak                                  # 10 min; writes docs/bench_memory.md
   python -m benchmarks.memory_soak --minutes 10 --compare-with /tmp/old-checkout
+  python -m benchmarks.memory_soak --minutes 10 --variant "arena2:MALLOC_ARENA_MAX=2"   # allocator settings
   python -m benchmarks.memory_soak --minutes 1 --warmup-minutes 0.3 --out-dir /tmp/soak   # a quick look
 """
 
@@ -95,9 +96,17 @@ def page_step(page: Any) -> int:
     return int(page.locator("#train-progress").get_attribute("data-step") or 0)
 
 
-def soak(minutes: float, warmup_minutes: float, sample_s: float, apps: dict[str, Path]) -> list[dict[str, Any]]:
-    """Run every app in `apps` (name -> app.py) side by side for `minutes`, each watched by a page; the
-    RSS slope after `warmup_minutes` and the run's pace of each."""
+@dataclass(frozen=True)
+class AppUnderTest:
+    """An app.py to soak and the extra environment its server starts with."""
+
+    app_file: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def soak(minutes: float, warmup_minutes: float, sample_s: float, apps: dict[str, AppUnderTest]) -> list[dict[str, Any]]:
+    """Run every app in `apps` (name -> app.py and environment) side by side for `minutes`, each watched
+    by a page; the RSS slope after `warmup_minutes` and the run's pace of each."""
     from gradio_client import Client
     from playwright.sync_api import sync_playwright
 
@@ -107,9 +116,9 @@ def soak(minutes: float, warmup_minutes: float, sample_s: float, apps: dict[str,
     with sync_playwright() as playwright, ExitStack() as stack:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         stack.callback(browser.close)
-        for name, app_file in apps.items():
+        for name, app in apps.items():
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tnd-soak-")))
-            url = stack.enter_context(running_app(workdir, app_file=app_file))
+            url = stack.enter_context(running_app(workdir, env=app.env, app_file=app.app_file))
             page = open_train_tab(browser, url)
             watched.append(Watched(name, url, server_pid(url), page, Client(url, verbose=False)))
         for app in watched:
@@ -213,6 +222,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup-minutes", type=float, default=2.0, help="left out of the slope")
     parser.add_argument("--sample-s", type=float, default=5.0, help="seconds between RSS samples")
     parser.add_argument("--compare-with", type=Path, help="another checkout whose app.py runs alongside")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:VAR=VALUE,...",
+        help="this checkout again, alongside, with extra environment variables (repeatable)",
+    )
     parser.add_argument("--out-dir", default=str(DOCS), help="where bench_memory.md/.json go")
     args = parser.parse_args(argv)
     os.environ.setdefault("TND_CACHE_DIR", str(REPO / "tests" / "artifacts" / "cache"))
@@ -220,9 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     from tnd_core.bundle import ensure_bundle
 
     ensure_bundle(os.environ["TND_BUNDLE_SIZE"], Path(os.environ["TND_CACHE_DIR"]))
-    apps = {"this checkout": REPO / "app.py"}
+    apps = {"this checkout": AppUnderTest(REPO / "app.py")}
     if args.compare_with:
-        apps[f"{args.compare_with}"] = args.compare_with / "app.py"
+        apps[f"{args.compare_with}"] = AppUnderTest(args.compare_with / "app.py")
+    for variant in args.variant:
+        name, _, assignments = variant.partition(":")
+        env = dict(item.split("=", 1) for item in assignments.split(",") if "=" in item)
+        apps[name] = AppUnderTest(REPO / "app.py", env)
     results = soak(args.minutes, args.warmup_minutes, args.sample_s, apps)
     markdown = report(results, args, argv)
     write_report(args.out_dir, "memory", markdown, {"args": vars(args), "results": results})

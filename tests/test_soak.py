@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.app_server import REPO
-from benchmarks.memory_soak import CHROMIUM, TARGET_MB_PER_MIN, soak
+from benchmarks.memory_soak import CHROMIUM, TARGET_MB_PER_MIN, AppUnderTest, soak
 
 MINUTES = float(os.environ.get("TND_SOAK_MINUTES", "10"))
 WARMUP_MINUTES = float(os.environ.get("TND_SOAK_WARMUP_MINUTES", "2"))
@@ -25,6 +25,6 @@ pytestmark = [pytest.mark.soak, pytest.mark.timeout(int(MINUTES * 60) + 600)]
 def test_a_watched_run_holds_flat_memory(tiny_bundle):
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium")
-    (result,) = soak(MINUTES, WARMUP_MINUTES, sample_s=5.0, apps={"app": REPO / "app.py"})
+    (result,) = soak(MINUTES, WARMUP_MINUTES, sample_s=5.0, apps={"app": AppUnderTest(REPO / "app.py")})
     assert result["steps_after_warmup"] > 0 and result["page_step_at_end"] > 0  # it trained, and the page followed
     assert result["slope_mb_per_min"] < TARGET_MB_PER_MIN, {k: v for k, v in result.items() if k != "samples"}
