@@ -36,6 +36,8 @@ TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
 UPLOAD_PREFIX = "upload:"
 OWNER_FILE = ".tnd-owner"
+# A Hugging Face Space's persistent storage, when the Space has it: the data root unless TND_DATA_ROOT says otherwise
+SPACE_PERSISTENT_STORAGE = Path("/data")
 # A Hub repo id: 'name' or 'owner/name', letters, digits, '-', '_', '.', never starting with '.' or '-'
 HUB_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
 RUN_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -97,6 +99,10 @@ def run_name(output_dir: str) -> str:
     return name or "tnd-run"
 
 
+def _writable_dir(path: Path) -> bool:
+    return path.is_dir() and os.access(path, os.W_OK)
+
+
 def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
@@ -113,6 +119,8 @@ class HostPolicy:
     allowed_users: frozenset[str] = frozenset()
     # the share of a running job's wall time that Compare (run between two steps) may take, in both modes
     compare_share: float = COMPARE_SHARE
+    # where run folders live (TND_RUNS_ROOT); None: `<data root>/runs`
+    runs_dir: Path | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, hosted: bool | None = None) -> HostPolicy:
@@ -130,6 +138,9 @@ class HostPolicy:
             except ValueError:
                 raise ConfigError(limit.env, raw, f"must be an integer ({limit.what})") from None
         data_root = Path(env["TND_DATA_ROOT"]).expanduser() if env.get("TND_DATA_ROOT") else cache_root()
+        if not env.get("TND_DATA_ROOT") and env.get("SPACE_ID") and _writable_dir(SPACE_PERSISTENT_STORAGE):
+            data_root = SPACE_PERSISTENT_STORAGE  # a Space with persistent storage: runs survive restarts
+        runs_dir = Path(env["TND_RUNS_ROOT"]).expanduser().resolve() if env.get("TND_RUNS_ROOT") else None
         raw_share = env.get("TND_COMPARE_SHARE", "").strip()
         try:
             compare_share = float(raw_share) if raw_share else COMPARE_SHARE
@@ -146,12 +157,14 @@ class HostPolicy:
             require_login=bool(_flag(env, "TND_REQUIRE_LOGIN")) or bool(users),
             allowed_users=users,
             compare_share=compare_share,
+            runs_dir=runs_dir,
         )
 
     # ------------------------------------------------------------------ folders
     @property
     def runs_root(self) -> Path:
-        return self.data_root / "runs"
+        """The folder of every run the Runs tab lists: TND_RUNS_ROOT, else `<data root>/runs`."""
+        return self.runs_dir if self.runs_dir is not None else self.data_root / "runs"
 
     @property
     def uploads_root(self) -> Path:
@@ -164,6 +177,26 @@ class HostPolicy:
     def run_folder(self, output_dir: str) -> Path:
         """Where the run named by `output_dir` lives: that path in local mode, under the runs root in hosted mode."""
         return self.runs_root / run_name(output_dir) if self.hosted else Path(output_dir)
+
+    def place_run(self, output_dir: str) -> Path:
+        """Where a run started from the app lives: a folder under the runs root named by `output_dir`'s last
+        part, except in local mode for an absolute `output_dir`, which is used as given (and not listed)."""
+        if not self.hosted and Path(output_dir).expanduser().is_absolute():
+            return Path(output_dir).expanduser()
+        return self.runs_root / run_name(output_dir)
+
+    def owns_run(self, folder: str | Path, owner_token: str | None) -> bool:
+        """Whether a session may rename, annotate, delete or resume a run: in hosted mode the session
+        that claimed it (its `.tnd-owner` marker); in local mode the machine's user, owner of every run
+        folder it can write."""
+        folder = Path(folder)
+        if not self.hosted:
+            try:
+                return folder.stat().st_uid == os.getuid()
+            except (OSError, AttributeError):  # no uid on Windows: the local user owns the app's runs
+                return folder.exists()
+        marker = folder / OWNER_FILE
+        return bool(owner_token) and marker.is_file() and marker.read_text().strip() == session_key(owner_token)
 
     def limit(self, name: str) -> int:
         return self.limits[name]
@@ -246,6 +279,12 @@ class HostPolicy:
         for name in SOURCE_FIELDS:
             resolved = self.check_source(name, getattr(config, name), owner_token)
             sources[name] = resolved.removeprefix("hub:")
+        if config.eval_word_list:  # a file, like an uploaded prompt table (never a Hub id: 'words.txt' looks like one)
+            word_list = self._local_source(config.eval_word_list, owner_token)
+            if word_list is None or not word_list.is_file():
+                allowed = f"on this hosted app: '{UPLOAD_PREFIX}<file>' uploaded in this session, or a data-folder file"
+                raise ConfigError("eval_word_list", config.eval_word_list, allowed)
+            sources["eval_word_list"] = str(word_list)
         resume = config.resume_from_checkpoint
         if resume and resume != "latest" and not re.fullmatch(r"checkpoint-\d{1,12}", resume):
             raise ConfigError(

@@ -71,6 +71,12 @@ TIME_OPTIMIZE = _stat("time/optimize", "Seconds in the student's forward, backwa
 TIME_STEP = _stat("time/step", "Seconds of the whole step.")
 SAMPLES_PER_S = _stat("perf/samples_per_s", "Samples (trials and demos) per second of the step.")
 TOKENS_PER_S = _stat("perf/tokens_per_s", "Response tokens per second of the step.")
+# --- written by the run's metrics log (metrics.jsonl), summed over the run and its resumes
+WALL_CLOCK = _stat("time/wall_clock", "Seconds of training up to this step, summed over the run's resumes.")
+TOKENS_SEEN = _stat(
+    "tokens/student_seen",
+    "Response tokens (trials and demos) the student trained on in PPO steps up to this step; CLM steps not counted.",
+)
 
 # The per-mini-batch statistics of the PPO update, in the order the update packs them.
 MINIBATCH = (
