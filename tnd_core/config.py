@@ -521,6 +521,9 @@ class CustomPPOConfig(ConfigBase):
             )
         if self.demo_score != "reward_model":
             try:
+    eval_word_list: str = option(
+        "", "Words to follow at each evaluation besides the bundle's vocabulary: a text file, one word a line.", "run"
+    )
                 if not math.isfinite(float(self.demo_score)):
                     raise ValueError
             except ValueError:

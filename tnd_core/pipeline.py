@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from tnd_core.config import CustomPPOConfig
+from tnd_core.errors import ConfigError
 from tnd_core.events import Subscriber, TrainingControl
 from tnd_core.sources import ModelSource, ResolvedSources, resolve_sources
 
@@ -42,18 +43,23 @@ def _load(role: str, source: ModelSource, config: CustomPPOConfig) -> Any:
 
 def _load_components(config: CustomPPOConfig, sources: ResolvedSources) -> Components:
     from tnd_core.data.prompts import load_prompts
-    from tnd_core.evaluation import bundle_evaluator
+    from tnd_core.evaluation import bundle_evaluator, load_word_list
 
     use_corpus = config.clm_per_step > 0 and sources.clm_corpus is not None
     # The data first: a wrong file or column fails in seconds, not after the models have loaded.
     prompts = load_prompts(sources.prompts, sources.prompt_column)
+    word_list = load_word_list(config.eval_word_list) if config.eval_word_list else None
+    if word_list and sources.evaluation_bundle is None:
+        raise ConfigError("eval_word_list", config.eval_word_list, "needs the bundle's student, whose evaluation it is")
     return Components(
         teacher=_load("teacher", sources.teacher, config) if config.needs_teacher else None,
         student=_load("student", sources.student, config),
         reward_model=_load("reward_model", sources.reward_model, config) if config.ppo_per_step > 0 else None,
         prompts=prompts,
         clm_texts=load_prompts(sources.clm_corpus, "text") if use_corpus else None,
-        evaluator=bundle_evaluator(sources.evaluation_bundle) if sources.evaluation_bundle is not None else None,
+        evaluator=(
+            bundle_evaluator(sources.evaluation_bundle, word_list=word_list) if sources.evaluation_bundle else None
+        ),
     )
 
 
@@ -88,9 +94,12 @@ def build_trainer(
     config: CustomPPOConfig, callbacks: Sequence[Subscriber] = (), control: TrainingControl | None = None
 ) -> Any:
     """A CustomPPOTrainer with everything the config names loaded."""
+    from tnd_core.evaluation.word_log import WordLog
     from tnd_core.trainers.ppo_trainer.ppo import CustomPPOTrainer
 
     components = load_components(config)
+    if components.evaluator is not None:  # the per-word record beside metrics.jsonl (word_surprisal.jsonl, ...)
+        callbacks = [*callbacks, WordLog(config.output_dir, components.evaluator.corpus_path)]
     return CustomPPOTrainer(
         teacher=components.teacher,
         student=components.student,

@@ -20,6 +20,8 @@ from tnd_core.evaluation.grammar import grammaticality_rate, sample_texts
 from tnd_core.evaluation.kl import teacher_student_kl
 from tnd_core.evaluation.perplexity import perplexity
 from tnd_core.evaluation.surprisal import DEFAULT_THRESHOLD_BITS, word_surprisals, words_acquired
+from tnd_core.evaluation.words import load_word_list, tokenizer_vocabulary
+from tnd_core.events import WordSurprisals
 
 __all__ = [
     "DEFAULT_THRESHOLD_BITS",
@@ -27,6 +29,7 @@ __all__ = [
     "bundle_evaluator",
     "distinct_n",
     "grammaticality_rate",
+    "load_word_list",
     "perplexity",
     "sample_texts",
     "teacher_student_kl",
@@ -42,7 +45,10 @@ class Evaluator:
     Metrics: eval/perplexity, eval/word_surprisal (mean over words), eval/words_acquired,
     eval/grammaticality (when a recognizer is given), eval/distinct_1, eval/distinct_2,
     eval/vocab_size, and eval/teacher_student_kl when a teacher is passed.
-    The samples of the last call are kept in `last_samples`; per-word surprisals in `last_surprisals`.
+    The samples of the last call are kept in `last_samples`; per-word surprisals in `last_surprisals`,
+    and in `last_words` with the words asked for (`vocabulary`, `word_list`) that the held-out
+    sentences do not contain, which the trainer carries on its EvalEvent. `corpus_path` names the
+    text whose word frequencies the run records beside them (tnd_core.evaluation.word_log).
     """
 
     def __init__(
@@ -58,6 +64,9 @@ class Evaluator:
         temperature: float = 1.0,
         batch_size: int = 64,
         seed: int = 0,
+        vocabulary: list[str] | None = None,
+        word_list: list[str] | None = None,
+        corpus_path: str | Path | None = None,
     ):
         if not eval_texts:
             raise ConfigError("eval_texts", eval_texts, "must hold at least one held-out sentence")
@@ -77,6 +86,10 @@ class Evaluator:
         self.seed = seed
         self.last_samples: list[str] = []
         self.last_surprisals: dict[str, float] = {}
+        self.vocabulary = list(vocabulary or [])
+        self.word_list = list(word_list or [])
+        self.corpus_path = Path(corpus_path) if corpus_path is not None else None
+        self.last_words: WordSurprisals | None = None
 
     def __call__(self, student: Any, teacher: Any = None) -> dict[str, float]:
         samples = sample_texts(
@@ -106,6 +119,9 @@ class Evaluator:
             )
         self.last_samples = samples
         self.last_surprisals = surprisals
+        wanted = dict.fromkeys([*self.vocabulary, *self.word_list])
+        unscored = [word for word in wanted if word not in surprisals]
+        self.last_words = WordSurprisals(dict(surprisals), unscored, list(self.word_list), self.acquisition_threshold)
         return metrics
 
 
@@ -114,6 +130,10 @@ def _jsonl_column(path: Path, column: str) -> list[str]:
 
 
 def bundle_evaluator(paths: Any, **kwargs: Any) -> Evaluator:
-    """An `Evaluator` on the bundle's held-out sentences and held-out prompts (keyword arguments as `Evaluator`)."""
+    """An `Evaluator` on the bundle's held-out sentences and held-out prompts, measuring every word of the
+    bundle's vocabulary (and of `word_list`), with word frequencies from the bundle's corpus (keyword
+    arguments as `Evaluator`)."""
     eval_file = Path(paths.eval)
+    kwargs.setdefault("vocabulary", tokenizer_vocabulary(paths.tokenizer))
+    kwargs.setdefault("corpus_path", paths.corpus)
     return Evaluator(_jsonl_column(eval_file, "text"), _jsonl_column(eval_file, "prompt"), **kwargs)
