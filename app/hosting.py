@@ -175,12 +175,8 @@ class HostPolicy:
         return self.uploads_root / session_key(owner_token)
 
     def run_folder(self, output_dir: str) -> Path:
-        """Where the run named by `output_dir` lives: that path in local mode, under the runs root in hosted mode."""
-        return self.runs_root / run_name(output_dir) if self.hosted else Path(output_dir)
-
-    def place_run(self, output_dir: str) -> Path:
-        """Where a run started from the app lives: a folder under the runs root named by `output_dir`'s last
-        part, except in local mode for an absolute `output_dir`, which is used as given (and not listed)."""
+        """Where the run named by `output_dir` lives: a folder under the runs root named by its last part,
+        except in local mode for an absolute `output_dir`, which is used as given (and not listed)."""
         if not self.hosted and Path(output_dir).expanduser().is_absolute():
             return Path(output_dir).expanduser()
         return self.runs_root / run_name(output_dir)

@@ -8,7 +8,7 @@ Plotly do so.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -214,3 +214,75 @@ def health_warnings(stats: dict[str, Sequence[float]], target: float | None, win
                     "the student may be gaming the reward model."
                 )
     return warnings
+
+
+# ---------------------------------------------------------------------- several runs side by side
+RUN_COLORS = (
+    "#4f46e5",
+    "#dc2626",
+    "#059669",
+    "#d97706",
+    "#0891b2",
+    "#9333ea",
+    "#65a30d",
+    "#db2777",
+    "#475569",
+    "#b45309",
+)
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash")
+# The side-by-side figures: title, y-axis and the statistics each overlays (one colour per run, one
+# dash per statistic), the same groups as a single run's figures.
+OVERLAY_GROUPS = (
+    ("Reward", "score", REWARD_STATS),
+    ("KL", "KL (nats)", KL_STATS),
+    ("Losses", "loss", LOSS_STATS),
+    ("Policy health", "value", HEALTH_STATS),
+)
+
+
+def run_color(index: int) -> str:
+    """The colour of the `index`-th run in every side-by-side figure."""
+    return RUN_COLORS[index % len(RUN_COLORS)]
+
+
+def _overlay_lines(
+    fig: go.Figure, index: int, label: str, x: Sequence[float], columns: dict[str, Sequence[float]], names: dict
+) -> None:
+    for j, (key, stat_label) in enumerate(names.items()):
+        if key not in columns:
+            continue
+        xs, ys = np.asarray(x, dtype=float), np.asarray(columns[key], dtype=float)
+        keep = ~np.isnan(xs)
+        xs, ys = decimate(xs[keep], ys[keep])
+        if not len(ys):
+            continue
+        name = label if len(names) == 1 else f"{label} · {stat_label}"
+        fig.add_trace(
+            go.Scatter(
+                x=xs.tolist(),
+                y=ys.tolist(),
+                mode="lines+markers" if len(ys) < 50 else "lines",
+                name=name,
+                legendgroup=label,
+                line=dict(color=run_color(index), dash=DASHES[j % len(DASHES)]),
+            )
+        )
+
+
+def overlay_figures(series: Sequence[Any], x_title: str, eval_metric: str | None = None) -> list[go.Figure]:
+    """Reward, KL, losses, policy health and one evaluation metric of several runs (`tnd_core.runs.
+    OverlaySeries`, in order: run i gets colour i), on the x-axis the series were made for."""
+    figures = []
+    for title, yaxis, names in OVERLAY_GROUPS:
+        fig = _empty(title, yaxis)
+        fig.update_layout(xaxis_title=x_title, uirevision=f"overlay-{title}")
+        for i, run in enumerate(series):
+            _overlay_lines(fig, i, run.label, run.x, run.columns, names)
+        figures.append(fig)
+    shown = eval_metric or EVAL_FIRST
+    fig = _empty(f"Evaluation: {shown.removeprefix(stat.EVAL_PREFIX)}", "value")
+    fig.update_layout(xaxis_title=x_title, uirevision="overlay-eval")
+    for i, run in enumerate(series):
+        _overlay_lines(fig, i, run.label, run.eval_x, run.evals, {shown: shown})
+    figures.append(fig)
+    return figures

@@ -28,6 +28,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from tnd_core import runs
 from tnd_core.config import CustomPPOConfig
 from tnd_core.errors import TndError
 from tnd_core.events import (
@@ -424,6 +425,7 @@ class Runner:
             message = describe_exception(exc)
             log.error("training failed: %s\n%s", message, traceback.format_exc())
             self.store.set_error(message)
+            self._mark_failed(config, message)
         finally:
             # a job that failed before its trainer detached must not leave requests waiting
             control.detach()
@@ -431,11 +433,24 @@ class Runner:
                 logging.getLogger(logger_name).removeHandler(handler)
                 handler.close()
 
+    @staticmethod
+    def _mark_failed(config: CustomPPOConfig, message: str) -> None:
+        # a run that failed before its trainer started (loading, sources) has no trainer to say so
+        status = runs.read_run(config.output_dir)
+        if status.status in runs.LIVE_STATES or status.status == "interrupted":
+            try:
+                runs.mark(config.output_dir, "failed", message)
+            except OSError as exc:
+                log.warning("cannot write the run's status: %s", exc)
+
     def _attach_logs(self, config: CustomPPOConfig) -> list[tuple[str, logging.Handler]]:
         handlers: list[logging.Handler] = [_StoreLogHandler(self.store)]
         try:
             out = Path(config.output_dir)
             out.mkdir(parents=True, exist_ok=True)
+            # the run folder says what it runs and that it is alive before the models have loaded
+            config.save(out / runs.CONFIG_FILE)
+            runs.mark(out, "running", "loading models and data", total_steps=config.steps)
             file_handler = logging.FileHandler(out / "train.log")
             file_handler.setLevel(logging.INFO)
             file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -11,19 +11,20 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from app.context import AppContext, BundleManager, LoadedModels, device_name
-from app.hosting import HostPolicy, session_key
+from app.hosting import HostPolicy, run_name, session_key
 from app.runner import RunFunction, RunStore
 from app.throttle import Meter
-from tnd_core import pipeline
+from tnd_core import pipeline, runs
 from tnd_core.cache import cache_root
 from tnd_core.config import CustomPPOConfig, specs_tagged
 from tnd_core.data.prompts import TABLE_SUFFIXES
-from tnd_core.errors import ConfigError
+from tnd_core.errors import ConfigError, TndError
 from tnd_core.events import Subscriber, TrainingControl, TrainingModels
 from tnd_core.sources import MODEL_SOURCE_FIELDS, is_bundle, uses_bundle
 
@@ -125,13 +126,144 @@ def start_run(
     ctx: AppContext, config: CustomPPOConfig, owner: str | None, username: str | None = None
 ) -> CustomPPOConfig:
     """Start `config` as the app's job owned by `owner`, after the host's checks (sign-in, limits, sources,
-    the run folder); returns the config as it runs (in hosted mode `output_dir` is under the runs root)."""
+    the run folder); returns the config as it runs, with `output_dir` its run folder.
+
+    The run folder is under the runs root (`HostPolicy.run_folder`; in local mode an absolute `output_dir`
+    is used as given). A fresh run (no `resume_from_checkpoint`) never mixes into a folder that already
+    holds a run: it gets the next free name, `<name>-2`, `<name>-3`, ... (`tnd_core.runs.free_name`).
+    """
     ctx.policy.check_starter(username)
     checked = ctx.policy.check_config(config, owner)
     ctx.runner.require_idle(owner)  # refused before any run folder is touched
+    folder = ctx.policy.run_folder(checked.output_dir)
+    if not checked.resume_from_checkpoint and runs.is_run_folder(folder):
+        folder = folder.with_name(runs.free_name(folder.parent, folder.name))
+    if str(folder) != checked.output_dir:
+        checked = checked.replace(output_dir=str(folder))
     ctx.policy.claim_run(checked.output_dir, owner)
     ctx.runner.start(checked, owner or "")
     return checked
+
+
+# ---------------------------------------------------------------------- the runs on disk
+def run_records(ctx: AppContext) -> list[runs.RunRecord]:
+    """Every run under the app's runs root, newest first."""
+    return runs.list_runs(ctx.policy.runs_root)
+
+
+def run_path(ctx: AppContext, name: str) -> Path:
+    """The folder of the run `name` under the runs root; ConfigError for a name that is not one."""
+    name = (name or "").strip()
+    folder = ctx.policy.runs_root / name
+    if not name or run_name(name) != name or not runs.is_run_folder(folder):
+        known = ", ".join(r.name for r in run_records(ctx)[:10]) or "no runs yet"
+        raise ConfigError("run", name, f"the name of a run under the runs root ({known})")
+    return folder
+
+
+def _require_owner(ctx: AppContext, folder: Path, owner: str | None, action: str) -> None:
+    if not ctx.policy.owns_run(folder, owner):
+        raise TndError(f"Only the session that started run {folder.name} can {action} it.")
+
+
+def _require_not_live(ctx: AppContext, folder: Path, action: str) -> None:
+    record = runs.read_run(folder)
+    current = ctx.runner.store.snapshot()
+    is_current_job = ctx.runner.running and current.config is not None and Path(current.config.output_dir) == folder
+    if record.status in runs.LIVE_STATES or is_current_job:
+        raise TndError(f"Run {folder.name} is {record.status}: stop it before you {action} it.")
+
+
+def rename_run(ctx: AppContext, name: str, label: str, owner: str | None) -> runs.RunRecord:
+    """Give a run another name in the Runs tab (its folder keeps its name); owner only."""
+    folder = run_path(ctx, name)
+    _require_owner(ctx, folder, owner, "rename")
+    runs.set_meta(folder, label=label)
+    return runs.read_run(folder)
+
+
+def note_run(ctx: AppContext, name: str, note: str, owner: str | None) -> runs.RunRecord:
+    """Set a run's note; owner only."""
+    folder = run_path(ctx, name)
+    _require_owner(ctx, folder, owner, "annotate")
+    runs.set_meta(folder, note=note)
+    return runs.read_run(folder)
+
+
+def delete_run(ctx: AppContext, name: str, owner: str | None) -> None:
+    """Remove a run folder with its checkpoints; owner only, never a live run."""
+    folder = run_path(ctx, name)
+    _require_owner(ctx, folder, owner, "delete")
+    _require_not_live(ctx, folder, "delete")
+    runs.delete_run(folder)
+
+
+def run_config(folder: Path) -> CustomPPOConfig:
+    """The config a run was started with (its config.yaml, else its latest checkpoint's)."""
+    values = runs.read_config(folder)
+    if not values:
+        raise TndError(f"Run {folder.name} has no saved config (config.yaml) to start from.")
+    return CustomPPOConfig.from_dict(values)
+
+
+def resume_run(ctx: AppContext, name: str, owner: str | None, username: str | None = None) -> CustomPPOConfig:
+    """Continue a stopped, early-stopped, failed or interrupted run from its latest checkpoint, with the
+    config it ran with, as the app's job (`start_run`); its curves continue in the same folder."""
+    folder = run_path(ctx, name)
+    _require_owner(ctx, folder, owner, "resume")
+    record = runs.read_run(folder)
+    if record.status not in runs.RESUMABLE_STATES:
+        raise TndError(f"Run {name} is {record.status}; only {', '.join(runs.RESUMABLE_STATES)} runs are resumed.")
+    if record.last_checkpoint is None:
+        raise TndError(f"Run {name} saved no checkpoint to resume from; start it again instead.")
+    config = run_config(folder).replace(output_dir=str(folder), resume_from_checkpoint="latest")
+    if config.steps <= record.checkpoints[-1]:
+        raise TndError(f"Run {name} has done all its {config.steps} steps; fork it with more steps to go on.")
+    return start_run(ctx, config, owner, username)
+
+
+def fork_run(
+    ctx: AppContext,
+    name: str,
+    step: int | None,
+    changes: dict[str, Any],
+    new_name: str,
+    owner: str | None,
+    username: str | None = None,
+) -> CustomPPOConfig:
+    """Start a new run from checkpoint `step` (None: the latest) of run `name`, with the old run's config
+    changed by `changes`, as the app's job.
+
+    The new folder gets a hard-linked copy of the checkpoint, so the old run can be deleted later. From
+    the checkpoint carry over: the student's weights, the optimizer and schedule state, the KL
+    controller, score normalisation, early stopping, the random generators and the metrics up to
+    that step (the fork's curves start where the old run's were). Changed schedule options (learning
+    rate, steps, ...) take effect; optimizer options cannot change (the saved state belongs to them).
+    """
+    folder = run_path(ctx, name)
+    record = runs.read_run(folder)
+    if not record.checkpoints:
+        raise TndError(f"Run {name} saved no checkpoint to fork from.")
+    step = record.checkpoints[-1] if step is None else int(step)
+    if step not in record.checkpoints:
+        raise ConfigError("checkpoint", step, f"one of run {name}'s checkpoints: {record.checkpoints}")
+    base = run_config(folder).to_dict()
+    base.update({k: v for k, v in changes.items() if k not in runs.PLACE_OPTIONS})
+    target_name = runs.free_name(ctx.policy.runs_root, run_name(new_name or f"{name}-fork"))
+    config = CustomPPOConfig.from_dict({**base, "output_dir": target_name})
+    ctx.policy.check_starter(username)
+    ctx.runner.require_idle(owner)
+    target = ctx.policy.runs_root / target_name
+    runs.copy_checkpoint(folder / f"checkpoint-{step}", target)
+    runs.set_meta(target, forked_from={"run": name, "checkpoint": step})
+    config = config.replace(output_dir=str(target), resume_from_checkpoint=str(target / f"checkpoint-{step}"))
+    if ctx.policy.hosted:
+        config = config.replace(resume_from_checkpoint=f"checkpoint-{step}")
+    try:
+        return start_run(ctx, config, owner, username)
+    except Exception:
+        shutil.rmtree(target, ignore_errors=True)  # a refused fork leaves no half-made run behind
+        raise
 
 
 def eval_prompts(ctx: AppContext, limit: int = 30, words: int = 3) -> list[str]:

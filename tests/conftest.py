@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
+# The runs an app started by a test writes go under this session's own runs root, not the user's cache
+os.environ.setdefault("TND_RUNS_ROOT", tempfile.mkdtemp(prefix="tnd-test-runs-"))
 
 REPO = Path(__file__).resolve().parents[1]
 

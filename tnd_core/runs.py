@@ -630,5 +630,41 @@ def x_values(table: MetricsTable, axis: str) -> Sequence[float]:
         return [float(s) for s in table.steps]
     name = {"tokens": S.TOKENS_SEEN, "wall_clock": S.WALL_CLOCK}.get(axis)
     if name is None:
-        raise ConfigError("x axis", axis, "one of steps, tokens, wall_clock")
+        raise ConfigError("x axis", axis, f"one of {', '.join(X_AXES)}")
     return table.columns.get(name, [float("nan")] * len(table.steps))
+
+
+X_AXES = {"steps": "step", "tokens": "student tokens seen", "wall_clock": "wall-clock (s)"}
+
+
+@dataclass
+class OverlaySeries:
+    """One run's curves on a shared x-axis: `x` and `columns` of its step rows, `eval_x` and `evals` of its
+    evaluations (an evaluation's x is that of the step row it was taken at, or the last before it)."""
+
+    label: str
+    x: list[float]
+    columns: dict[str, list[float]]
+    eval_x: list[float]
+    evals: dict[str, list[float]]
+
+
+def overlay_series(label: str, metrics: RunMetrics, axis: str) -> OverlaySeries:
+    """A run's metrics ready to overlay on the x-axis `axis` (see `X_AXES`)."""
+    x = list(x_values(metrics.steps, axis))
+    eval_x = []
+    steps = metrics.steps.steps
+    for step in metrics.evals.steps:
+        # the step row at or just before the evaluation (rows are sorted by step)
+        lo, hi = 0, len(steps)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if steps[mid] <= step:
+                lo = mid + 1
+            else:
+                hi = mid
+        if axis == "steps":
+            eval_x.append(float(step))
+        else:
+            eval_x.append(x[lo - 1] if lo else float("nan"))
+    return OverlaySeries(label, x, dict(metrics.steps.columns), eval_x, dict(metrics.evals.columns))
