@@ -214,6 +214,12 @@ def test_classic_sentiment_loop_raises_the_reward(gpt2_folder, tmp_path):
     assert rollout.samples[0].prompt == batch["query"][0] and rollout.samples[0].trial == batch["response"][0]
     assert (tmp_path / "run" / "metrics.jsonl").read_text().count("\n") == len(mean_rewards)
 
+    # TRL's save_pretrained: the trained model reloads by path, value head included
+    ppo_trainer.save_pretrained(tmp_path / "trained")
+    reloaded = AutoModelForCausalLMWithValueHead.from_pretrained(tmp_path / "trained")
+    assert torch.equal(reloaded.v_head.summary.weight, model.v_head.summary.weight)
+    assert torch.equal(reloaded.pretrained_model.lm_head.weight, model.pretrained_model.lm_head.weight)
+
 
 def test_config_takes_trl_names_and_defaults():
     config = PPOConfig(model_name="my-model", log_with="tensorboard", optimize_cuda_cache=True, tracker_kwargs={})

@@ -279,7 +279,7 @@ class _ScheduleEachStep:
 class PPOTrainer(CustomPPOTrainer):
     """TRL 0.11's `PPOTrainer(config, model, ref_model, tokenizer, dataset, optimizer, data_collator, ...)`.
 
-    `generate`, `step`, `log_stats`, `dataloader`, `prepare_dataloader`, `current_device`, `model`,
+    `generate`, `step`, `log_stats`, `save_pretrained`, `dataloader`, `prepare_dataloader`, `current_device`, `model`,
     `ref_model`, `tokenizer`, `optimizer`, `lr_scheduler`, `accelerator` and `kl_ctl` behave as TRL's did;
     `step` is CustomPPOTrainer.step. `log_stats` emits a StepEvent and a RolloutEvent to the trainer's
     callbacks and `output_dir/metrics.jsonl`, and logs to the tracker `log_with` names.
@@ -479,6 +479,16 @@ class PPOTrainer(CustomPPOTrainer):
             samples = [RolloutSample(str(p), str(r), score) for p, r, score in list(rows)[:SAMPLES_SHOWN]]
         started = self._started if self._started is not None else time.perf_counter()
         self._log_step(logged, samples, time.perf_counter() - started)
+
+    def save_pretrained(self, save_directory: str | Path) -> None:
+        """The model, its value head and the tokenizer, saved by the main process (TRL's call; for a checkpoint
+        that resumes exactly, use `save_checkpoint`)."""
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            student = self.engine.unwrapped()
+            student.save_pretrained(save_directory)
+            if self.tokenizer is not None and getattr(student, "tokenizer", None) is None:
+                self.tokenizer.save_pretrained(save_directory)
 
 
 def _as_reference(model: Any, tokenizer: Any) -> nn.Module:
