@@ -137,16 +137,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except TndError as exc:
-        _report(args.command, str(exc))
+        # a refused memory plan keeps its table's lines (tnd_core.models.memory_plan.MemoryPlanError)
+        _report(args.command, str(exc), keep_lines=getattr(exc, "plan", None) is not None)
         return 2
     except OSError as exc:
         _report(args.command, f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
         return 1
 
 
-def _report(command: str, message: str) -> None:
-    """The one line an expected failure ends with (messages spanning lines are joined)."""
-    print(f"tnd {command}: error: {' '.join(message.split())}", file=sys.stderr)
+def _report(command: str, message: str, keep_lines: bool = False) -> None:
+    """The one line an expected failure ends with (messages spanning lines are joined, unless `keep_lines`)."""
+    print(f"tnd {command}: error: {message if keep_lines else ' '.join(message.split())}", file=sys.stderr)
 
 
 if __name__ == "__main__":

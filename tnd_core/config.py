@@ -35,10 +35,16 @@ GROUPS: dict[str, str] = {
     "distillation": "Distillation",
     "tnd": "TnD",
     "generation": "Generation",
+    "lora": "LoRA",
+    "memory": "Memory",
     "run": "Run",
 }
 
 OPTIMIZER_NAMES = ("adamw", "adam", "sgd", "adafactor")
+LORA_TARGET_KEYWORDS = ("auto", "all-linear")
+# A module name in lora_target_modules: what peft matches against the ends of the model's module names.
+LORA_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+FROZEN_DTYPES = ("auto", "float32", "bfloat16", "float16")
 # torch.optim classes that cannot train the student although their step() needs no closure.
 SPARSE_ONLY_OPTIMIZERS = ("SparseAdam",)
 SCHEDULER_NAMES = (
@@ -94,9 +100,8 @@ TRL_FIELDS_REPLACED = {
         "forward_batch_size": "use mini_batch_size (TRL 0.11 deprecated forward_batch_size in its favour)",
         "world_size": "the number of processes is set at launch (accelerate launch --num_processes)",
         "compare_steps": "TRL used it only with push_to_hub_if_best_kwargs; to stop on a stalled reward use patience",
-        "gradient_checkpointing": "gradient checkpointing is not supported; drop it",
         "is_encoder_decoder": "the student is a decoder-only causal LM; drop it",
-        "is_peft_model": "TRL filled it in at run time; drop it",
+        "is_peft_model": "TRL filled it in at run time; to train LoRA adapters set use_lora=true",
         "backward_batch_size": "it is mini_batch_size * gradient_accumulation_steps; drop it",
         "global_backward_batch_size": "it is mini_batch_size * gradient_accumulation_steps * processes; drop it",
         "global_batch_size": "it is batch_size * processes; drop it",
@@ -470,6 +475,42 @@ class CustomPPOConfig(ConfigBase):
         True, "Sample trials (greedy trials make the KL estimate wrong).", "generation", tags=("generation",)
     )
 
+    # --- LoRA (peft): adapters on the student's causal LM; the value head trains alongside them
+    use_lora: bool = option(
+        False,
+        "Train LoRA adapters (peft) instead of every weight of the student; the KL reference is then the student "
+        "with its adapters disabled, and checkpoints hold the adapters and the value head.",
+        "lora",
+    )
+    lora_r: int = option(16, "Rank of the LoRA adapters.", "lora", ge=1, le=4096)
+    lora_alpha: int = option(32, "LoRA scaling alpha (the update is scaled by alpha / r).", "lora", ge=1, le=65_536)
+    lora_dropout: float = option(0.05, "Dropout on the adapters' input during updates.", "lora", ge=0.0, lt=1.0)
+    lora_target_modules: str = option(
+        "auto",
+        "Modules that get adapters: 'auto' (peft's default for the model family, else every linear layer), "
+        "'all-linear', or a comma-separated list of module names (e.g. q_proj,v_proj).",
+        "lora",
+    )
+
+    # --- memory
+    gradient_checkpointing: bool = option(
+        False,
+        "Recompute the student's activations in the backward pass instead of keeping them (less memory, slower).",
+        "memory",
+    )
+    frozen_dtype: str = option(
+        "auto",
+        "Precision of the frozen models (teacher, reward model): auto (the student's), float32, bfloat16 or float16.",
+        "memory",
+        choices=FROZEN_DTYPES,
+    )
+    memory_check: str = option(
+        "refuse",
+        "Before a run starts, estimate its memory against the device's: refuse a run that will not fit, warn, or off.",
+        "memory",
+        choices=("refuse", "warn", "off"),
+    )
+
     # --- run control
     output_dir: str = option("outputs/tnd-run", "Folder for checkpoints, metrics and logs.", "run")
     save_steps: int = option(
@@ -480,6 +521,9 @@ class CustomPPOConfig(ConfigBase):
     )
     logging_steps: int = option(1, "Emit step statistics every this many steps.", "run", ge=1, le=MAX_STEPS)
     eval_steps: int = option(0, "Run the evaluator every this many steps; 0 turns it off.", "run", ge=0, le=MAX_STEPS)
+    eval_word_list: str = option(
+        "", "Words to follow at each evaluation besides the bundle's vocabulary: a text file, one word a line.", "run"
+    )
     resume_from_checkpoint: str = option(
         "", "Resume from a checkpoint folder, or 'latest' in output_dir; empty starts fresh.", "run"
     )
@@ -521,9 +565,6 @@ class CustomPPOConfig(ConfigBase):
             )
         if self.demo_score != "reward_model":
             try:
-    eval_word_list: str = option(
-        "", "Words to follow at each evaluation besides the bundle's vocabulary: a text file, one word a line.", "run"
-    )
                 if not math.isfinite(float(self.demo_score)):
                     raise ValueError
             except ValueError:
@@ -532,11 +573,35 @@ class CustomPPOConfig(ConfigBase):
             problems.append(ConfigError("shaping_baseline", 0.0, "must be non-zero when reward_shaping=div"))
         if self.clm_per_step == 0 and self.ppo_per_step == 0:
             problems.append(ConfigError("ppo_per_step", 0, "clm_per_step and ppo_per_step cannot both be 0"))
+        problems += lora_target_errors(self.lora_target_modules)
         if self.patience_min_delta > 0 and self.patience == 0:
             problems.append(
                 ConfigError("patience_min_delta", self.patience_min_delta, "has no effect unless patience > 0")
             )
         return problems
+
+
+def lora_module_names(value: str) -> list[str]:
+    """The module names of a lora_target_modules list ('q_proj, v_proj' -> ['q_proj', 'v_proj'])."""
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def lora_target_errors(value: str) -> list[ConfigError]:
+    """Problems with lora_target_modules found without the model: 'auto', 'all-linear' or module names.
+
+    Whether the names exist in the student is checked when the adapters are added
+    (tnd_core.models.student.add_lora_adapters)."""
+    if value in LORA_TARGET_KEYWORDS:
+        return []
+    names = lora_module_names(value)
+    bad = [name for name in names if not LORA_MODULE_NAME.match(name)]
+    if not names or bad:
+        allowed = (
+            "must be 'auto', 'all-linear' or a comma-separated list of module names "
+            f"(letters, digits, '_' and '.'; e.g. q_proj,v_proj){f'; {bad[0]!r} is not one' if bad else ''}"
+        )
+        return [ConfigError("lora_target_modules", value, allowed)]
+    return []
 
 
 def is_known_optimizer(name: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import warnings
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -11,7 +12,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from trl.trainer.utils import disable_dropout_in_model
 
+from tnd_core.config import CustomPPOConfig, lora_module_names
+from tnd_core.errors import ConfigError
+
 VALUE_HEAD_FILE = "value_head.safetensors"
+# what peft's save_pretrained writes for an adapter (peft.utils.CONFIG_NAME)
+ADAPTER_CONFIG_FILE = "adapter_config.json"
 
 
 @runtime_checkable
@@ -135,7 +141,149 @@ class StudentModel(nn.Module):
         )
 
     def load_weights(self, path: str | Path) -> None:
-        """Copy weights saved by `save_pretrained` into this model (used by resume)."""
-        saved = type(self.pretrained_model).from_pretrained(path)
-        self.pretrained_model.load_state_dict(saved.state_dict())
+        """Copy weights saved by `save_pretrained` into this model (used by resume): the whole LM, or the
+        LoRA adapters when the student has them; the value head either way."""
+        if has_lora(self):
+            from peft import load_peft_weights, set_peft_model_state_dict
+
+            result = set_peft_model_state_dict(self.pretrained_model, load_peft_weights(str(path)))
+            if result.unexpected_keys:
+                raise ValueError(f"the saved adapters do not fit this student: {result.unexpected_keys[:3]}")
+        else:
+            saved = type(self.pretrained_model).from_pretrained(path)
+            self.pretrained_model.load_state_dict(saved.state_dict())
         self.v_head.load_state_dict(load_file(str(Path(path) / VALUE_HEAD_FILE)))
+
+
+# ---------------------------------------------------------------------- LoRA and memory options
+def has_lora(student: Any) -> bool:
+    """Whether the student's causal LM is a peft model (carries adapters)."""
+    from peft import PeftModel
+
+    return isinstance(getattr(student, "pretrained_model", None), PeftModel)
+
+
+def _linear_module_names(model: nn.Module) -> list[str]:
+    """Full names of the layers LoRA can adapt (nn.Linear and GPT-2's Conv1D)."""
+    from transformers.pytorch_utils import Conv1D
+
+    return [name for name, module in model.named_modules() if isinstance(module, (nn.Linear, Conv1D))]
+
+
+def lora_targets(model_type: str | None, linear_names: list[str], spec: str) -> list[str] | str:
+    """peft's `target_modules` for a lora_target_modules value, on a model of `model_type` whose linear
+    layers have the full names `linear_names`.
+
+    'auto' is peft's own default for the model family when it has one, else every linear layer;
+    'all-linear' is passed on; a list of names is checked against the linear layers (ConfigError naming
+    lora_target_modules when one matches none of them).
+    """
+    from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+
+    if spec == "auto":
+        return list(TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(model_type, [])) or "all-linear"
+    if spec == "all-linear":
+        return spec
+    names = lora_module_names(spec)
+    for name in names:
+        if not any(is_lora_target(full, [name]) for full in linear_names):
+            leaves = sorted({full.rsplit(".", 1)[-1] for full in linear_names})
+            allowed = f"{name!r} names no linear layer of the student; its linear layers: {', '.join(leaves)}"
+            raise ConfigError("lora_target_modules", spec, allowed)
+    return names
+
+
+def is_lora_target(module_name: str, targets: list[str] | str) -> bool:
+    """Whether peft puts an adapter on the module called `module_name` (a full name) for `targets`: one of
+    them is the name or its end after a dot; 'all-linear' adapts every linear layer."""
+    if targets == "all-linear":
+        return True
+    return any(module_name == target or module_name.endswith("." + target) for target in targets)
+
+
+def add_lora_adapters(student: "StudentModel", r: int, alpha: int, dropout: float, target_modules: str) -> None:
+    """Wrap the student's causal LM in peft LoRA adapters: its own weights freeze, the adapters and the
+    value head (outside the peft model) train."""
+    from peft import LoraConfig, get_peft_model
+    from transformers.pytorch_utils import Conv1D
+
+    model = student.pretrained_model
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    targets = lora_targets(model_type, _linear_module_names(model), target_modules)
+    # GPT-2's Conv1D stores its weight transposed; peft needs to be told (it warns and fixes it otherwise)
+    fan_in_fan_out = any(isinstance(m, Conv1D) and is_lora_target(n, targets) for n, m in model.named_modules())
+    lora = LoraConfig(
+        task_type="CAUSAL_LM",
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=targets,
+        fan_in_fan_out=fan_in_fan_out,
+    )
+    with warnings.catch_warnings():
+        # peft 0.21 still asks transformers 5's deprecated is_gradient_checkpointing; nothing for users to act on
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        student.pretrained_model = get_peft_model(model, lora)
+
+
+def apply_student_options(student: Any, config: CustomPPOConfig) -> None:
+    """What the config asks of the student's memory: gradient checkpointing, then LoRA adapters.
+
+    A student that already carries adapters keeps them. Checkpointing is non-reentrant, which needs no
+    inputs that require grad, so frozen embeddings under LoRA are fine.
+    """
+    model = getattr(student, "pretrained_model", None)
+    if (config.use_lora or config.gradient_checkpointing) and not isinstance(model, nn.Module):
+        field = "use_lora" if config.use_lora else "gradient_checkpointing"
+        allowed = f"needs a StudentModel (a causal LM with a value head), not {type(student).__name__}"
+        raise ConfigError(field, True, allowed)
+    if config.gradient_checkpointing:
+        base = model.get_base_model() if has_lora(student) else model
+        if not getattr(base, "supports_gradient_checkpointing", False):
+            raise ConfigError("gradient_checkpointing", True, f"{type(base).__name__} does not support it")
+        enable = getattr(base, "activation_checkpointing_enable", None)
+        if enable is not None:  # transformers >= 5.2x; gradient_checkpointing_enable is its deprecated alias
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if config.use_lora and not has_lora(student):
+        add_lora_adapters(student, config.lora_r, config.lora_alpha, config.lora_dropout, config.lora_target_modules)
+
+
+class AdaptersDisabled:
+    """The student with its LoRA adapters switched off: the initial policy, as a KL reference, without a
+    copy of its weights. Called like the student; returns (logits, values) without gradients."""
+
+    def __init__(self, student: StudentModel):
+        self.student = student
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        with self.student.pretrained_model.disable_adapter():
+            return self.student(input_ids, attention_mask, position_ids, logits_to_keep)
+
+
+def merge_adapters(adapter_folder: str | Path, output_folder: str | Path) -> Path:
+    """A full model from a LoRA student folder (adapters, value head, tokenizer): the base model named in
+    its adapter config is loaded, the adapters merged into a copy of it (peft's merge_and_unload) and the
+    result saved with the tokenizer and value head, loadable with `from_pretrained` like any student."""
+    import shutil
+
+    from peft import AutoPeftModelForCausalLM
+
+    adapter_folder, output_folder = Path(adapter_folder), Path(output_folder)
+    if not (adapter_folder / ADAPTER_CONFIG_FILE).is_file():
+        raise ConfigError("adapter folder", str(adapter_folder), f"must hold LoRA adapters ({ADAPTER_CONFIG_FILE})")
+    merged = AutoPeftModelForCausalLM.from_pretrained(str(adapter_folder)).merge_and_unload()
+    merged.save_pretrained(output_folder)
+    for item in adapter_folder.iterdir():
+        # the tokenizer and the value head travel with the merged weights; the adapters do not
+        if item.is_file() and not item.name.startswith("adapter_") and not (output_folder / item.name).exists():
+            shutil.copyfile(item, output_folder / item.name)
+    return output_folder

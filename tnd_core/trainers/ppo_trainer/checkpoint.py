@@ -63,6 +63,8 @@ SCHEDULE_OPTIONS = (
 # Options a resume refuses: the saved optimizer state (its moments, and the hyperparameters torch
 # restores over the new ones) belongs to them.
 OPTIMIZER_OPTIONS = ("optimizer_name", "optimizer_kwargs")
+# Options a resume refuses with LoRA: the saved adapters' shapes and scale.
+LORA_OPTIONS = ("use_lora", "lora_r", "lora_alpha", "lora_target_modules")
 # Ignored when comparing: a resume naturally names another folder or checkpoint.
 _RUN_PLACE_OPTIONS = ("output_dir", "resume_from_checkpoint")
 
@@ -236,20 +238,25 @@ def compare_configs(saved: dict[str, Any], config: CustomPPOConfig, path: str | 
     """The options `config` changes from the checkpoint's `saved` ones, as (name, old, new).
 
     Raises ConfigError for a change a resume cannot make: `optimizer_name` and `optimizer_kwargs` (the
-    saved optimizer state belongs to them), and `student_name_or_path` with kl_reference
-    'initial_student' (the KL reference is rebuilt from the student's source, so it would no longer be
-    the run's initial student).
+    saved optimizer state belongs to them); the LoRA options that shape the adapters (`use_lora`,
+    `lora_r`, `lora_alpha`, `lora_target_modules`: the saved adapters and their optimizer state belong
+    to them); and `student_name_or_path` when the checkpoint depends on it: with LoRA (the saved
+    adapters go on that base model) or with kl_reference 'initial_student' (the KL reference is
+    rebuilt from the student's source, so it would no longer be the run's initial student).
     """
     new = config.to_dict()
-    fixed = OPTIMIZER_OPTIONS + (("student_name_or_path",) if config.kl_reference == "initial_student" else ())
+    uses_lora = config.use_lora or bool(saved.get("use_lora"))
+    keeps_student = config.kl_reference == "initial_student" or uses_lora
+    fixed = OPTIMIZER_OPTIONS + LORA_OPTIONS + (("student_name_or_path",) if keeps_student else ())
     for name in fixed:
         if name in saved and saved[name] != new[name]:
             raise ConfigError(
                 name,
                 new[name],
                 f"the checkpoint {path} was trained with {name}={saved[name]!r}, and a resume cannot change "
-                f"{', '.join(OPTIMIZER_OPTIONS)} (the saved optimizer state belongs to them) nor, with "
-                "kl_reference='initial_student', student_name_or_path (the KL reference). Keep "
+                f"{', '.join(OPTIMIZER_OPTIONS)} (the saved optimizer state belongs to them), "
+                f"{', '.join(LORA_OPTIONS)} (nor the saved adapters) nor, with LoRA or "
+                "kl_reference='initial_student', student_name_or_path (the base model, the KL reference). Keep "
                 f"{saved[name]!r}, or start a new run in a new output_dir",
             )
     return [

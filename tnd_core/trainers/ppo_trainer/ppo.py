@@ -37,6 +37,8 @@ from tnd_core.events import (
     TrainingModels,
 )
 from tnd_core.models import as_reward_model, as_student, as_teacher
+from tnd_core.models.roles import same_vocabulary
+from tnd_core.models.student import AdaptersDisabled, apply_student_options, has_lora
 from tnd_core.trainers.ppo_trainer import checkpoint, schedule
 from tnd_core.trainers.ppo_trainer.batch import batch_from_lists, check_samples
 from tnd_core.trainers.ppo_trainer.clm import clm_step
@@ -91,6 +93,7 @@ class CustomPPOTrainer:
         set_seed(config.seed, device_specific=True)
 
         self.student = as_student(student, tokenizer)
+        apply_student_options(self.student, config)
         self.tokenizer = getattr(self.student, "tokenizer", None) or tokenizer
         if self.tokenizer is None:
             raise ConfigError("tokenizer", None, "is required: pass tokenizer=... or a StudentModel with one")
@@ -101,14 +104,17 @@ class CustomPPOTrainer:
         if reward_model is not None:
             reward_model = as_reward_model(reward_model, reward_tokenizer or self.tokenizer)
         self.reward_model = reward_model
-        # The KL reference is the teacher, or a frozen copy of the student as it starts.
-        self.ref_model = _frozen_copy(self.student) if config.kl_reference == "initial_student" else None
-        for frozen in (self.teacher, self.reward_model, self.ref_model):
-            if hasattr(frozen, "to"):
-                frozen.to(self.accelerator.device)
+        self.ref_model = self._setup_reference()
+        frozen_dtype = self._frozen_dtype()
+        for frozen in (self.teacher, self.reward_model):
+            if isinstance(frozen, torch.nn.Module):
+                frozen.to(self.accelerator.device, dtype=frozen_dtype)
+        if hasattr(self.ref_model, "to"):
+            self.ref_model.to(self.accelerator.device)
 
-        self.train_prompts = read_prompts(train_dataset, config.prompt_column) if train_dataset is not None else None
-        self.clm_texts = read_texts(clm_dataset, config.prompt_column) if clm_dataset is not None else None
+        tok, column = self.tokenizer, config.prompt_column
+        self.train_prompts = read_prompts(train_dataset, column, tok) if train_dataset is not None else None
+        self.clm_texts = read_texts(clm_dataset, column, tok) if clm_dataset is not None else None
 
         self.optimizer = self._setup_optimizer()
         self.lr_scheduler = self._setup_scheduler(self.optimizer)
@@ -140,6 +146,19 @@ class CustomPPOTrainer:
         """transformers' get_scheduler over the run's optimizer steps, `warmup` of them warming up."""
         return build_scheduler(self.config, optimizer, self.total_optimizer_steps())
 
+    def _setup_reference(self) -> Any:
+        """The KL reference when it is the initial student: the student with its LoRA adapters disabled, or a
+        frozen copy of the student as it starts; None when the teacher is the reference."""
+        if self.config.kl_reference != "initial_student":
+            return None
+        return AdaptersDisabled(self.student) if has_lora(self.student) else _frozen_copy(self.student)
+
+    def _frozen_dtype(self) -> torch.dtype:
+        """The dtype of the teacher and the reward model: frozen_dtype, or the student's for 'auto'."""
+        if self.config.frozen_dtype == "auto":
+            return next(iter(self.student.parameters())).dtype
+        return getattr(torch, self.config.frozen_dtype)
+
     def _setup_early_stopping(self) -> EarlyStopping:
         """Epoch-level target_kl test and run-level patience on the mean reward."""
         c = self.config
@@ -159,12 +178,17 @@ class CustomPPOTrainer:
                 )
                 raise ConfigError("teacher", None, allowed)
             return
-        teacher_tok = getattr(self.teacher, "tokenizer", None)
-        if teacher_tok not in (None, self.tokenizer) and teacher_tok.get_vocab() != self.tokenizer.get_vocab():
-            message = (
-                "its tokenizer differs from the student's; token-level demos, KL and distillation need one vocabulary"
+        teacher_tok, c = getattr(self.teacher, "tokenizer", None), self.config
+        if teacher_tok is None or same_vocabulary(teacher_tok, self.tokenizer):
+            return
+        if c.distill_coef > 0 or c.kl_reference == "teacher":
+            field, value = ("distill_coef", c.distill_coef) if c.distill_coef > 0 else ("kl_reference", "teacher")
+            allowed = (
+                "needs distill_coef=0 and kl_reference=initial_student with this teacher: its tokenizer differs from "
+                "the student's, and distillation and the teacher as KL reference compare next-token distributions "
+                "over one vocabulary (its demos travel as text and work with any tokenizer)"
             )
-            raise TndError(f"teacher: {message}")
+            raise ConfigError(field, value, allowed)
 
     def add_callback(self, callback: Subscriber) -> None:
         """Subscribe a callable to every event."""
@@ -203,7 +227,8 @@ class CustomPPOTrainer:
         return stats
 
     def _update(self, batch: Any, scores: torch.Tensor, is_demo: torch.Tensor) -> dict[str, float]:
-        models = {"teacher": self.teacher, "reference": self.ref_model}
+        # a teacher with another vocabulary has no logits over the student's tokens: its demos are all it gives
+        models = {"teacher": None if self.rollouts.demos_as_text else self.teacher, "reference": self.ref_model}
         controllers = {"kl_ctl": self.kl_ctl, "early_stopping": self.early_stopping}
         where = {"step": self.global_step + 1, "last_checkpoint": self.last_checkpoint}
         return ppo_update(
@@ -246,10 +271,12 @@ class CustomPPOTrainer:
     ) -> dict[str, Any]:
         """Train for `config.steps` steps; returns {'state', 'step', 'last_checkpoint', 'stats'}."""
         c = self.config
-        prompts = read_prompts(train_dataset, c.prompt_column) if train_dataset is not None else self.train_prompts
+        prompts = read_prompts(train_dataset, c.prompt_column, self.tokenizer) if train_dataset is not None else None
+        prompts = prompts or self.train_prompts
         if prompts is None:
             raise ConfigError("train_dataset", None, "is required: pass it to CustomPPOTrainer(...) or train(...)")
-        clm_texts = read_texts(clm_dataset, c.prompt_column) if clm_dataset is not None else (self.clm_texts or prompts)
+        clm_texts = read_texts(clm_dataset, c.prompt_column, self.tokenizer) if clm_dataset is not None else None
+        clm_texts = clm_texts or self.clm_texts or prompts
         evaluator = evaluator or self.evaluator
         if self.reward_model is None and c.ppo_per_step > 0:
             allowed = (
