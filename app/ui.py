@@ -7,7 +7,7 @@ from typing import Any
 
 import gradio as gr
 
-from app import api, compare_tab, config_tab, data_tab, export_tab, models_tab, runs_tab, train_tab
+from app import api, compare_tab, config_tab, data_tab, export_tab, models_tab, runs_tab, train_tab, words_tab
 from app.context import AppContext, BundleManager, on_space
 from app.forms import Form, config_from_form
 from app.hosting import LIMIT_BY_NAME, HostPolicy
@@ -113,6 +113,8 @@ def build_app(ctx: AppContext | None = None) -> tuple[gr.Blocks, Form]:
                 train_tab.build(ctx, form, owner, summary)
             with gr.Tab("Runs", id="runs"):
                 runs_tab.build(ctx, owner)
+            with gr.Tab("Words", id="words"):
+                words_tab.build(ctx)
             with gr.Tab("Compare", id="compare"):
                 compare_tab.build(ctx, form)
             with gr.Tab("Export", id="export"):

@@ -3,6 +3,8 @@ uploaded word list, the readers, the heat map / scatter / curve data builders an
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections import Counter
 
@@ -160,3 +162,114 @@ def test_readers_skip_a_line_being_written_and_a_missing_file(tmp_path):
 def test_count_words_matches_the_surprisal_unit():
     assert words_of("The dog, runs . 42 ?") == ["the", "dog,", "runs"]
     assert count_words(["a a", "A b"]) == Counter({"a": 3, "b": 1})
+
+
+# ---------------------------------------------------------------------- the view's data on synthetic run folders
+def _sigmoid(step: float, midpoint: float) -> float:
+    return 2.0 + 8.0 / (1.0 + (step / midpoint) ** 6)  # 6 bits at the midpoint, in log10(step) steepness 6 ln 10
+
+
+def _write_run(folder, midpoints: dict[str, float], steps=range(10, 201, 10), tokens_per_step=100.0):
+    """A run folder as a run writes it: word_surprisal.jsonl, word_frequencies.jsonl and metrics.jsonl."""
+    from tnd_core import stats as S
+
+    log = WordLog(folder)
+    for step in steps:
+        log(RolloutTextsEvent(step, [" ".join(midpoints)], ["dog"]))
+        surprisal = {word: _sigmoid(step, m) for word, m in midpoints.items()}
+        log(EvalEvent(step, {}, WordSurprisals(surprisal, ["zebra"], ["dog", "zebra"], 7.0)))
+    with open(folder / "metrics.jsonl", "w") as f:
+        for step in steps:
+            f.write(json.dumps({"step": step, S.TOKENS_SEEN: step * tokens_per_step}) + "\n")
+
+
+def test_word_table_orders_by_age_with_tokens_and_frequencies(tmp_path):
+    from app import word_plots as wp
+
+    # 'cat' crosses 7 bits where 8 / (1 + (t/m)^6) = 5: t = m * 0.6^(1/6)
+    _write_run(tmp_path, {"cat": 40.0, "dog": 120.0, "sun": 1.0, "moon": 5000.0})
+    run = wp.read_run_words(tmp_path)
+    table = run.table
+    assert table["word"].tolist() == ["sun", "cat", "dog", "moon", "zebra"]
+    assert table["status"].tolist() == ["known at start", "acquired", "acquired", "not acquired", "unscored"]
+    cat = table.set_index("word").loc["cat"]
+    assert cat["age_step"] == pytest.approx(40.0 * 0.6 ** (1 / 6), rel=0.03)
+    assert cat["age_tokens"] == pytest.approx(cat["age_step"] * 100.0)
+    assert cat["trials"] == 20 and cat["demos"] == 0 and table.set_index("word").loc["dog", "demos"] == 20
+    by_sigmoid = wp.read_run_words(tmp_path, "sigmoid").table.set_index("word")
+    assert by_sigmoid.loc["dog", "method"] == "sigmoid" and by_sigmoid.loc["dog", "age_step"] == pytest.approx(
+        120, rel=0.03
+    )
+    assert wp.select_words(table, run.history, "uploaded list")["word"].tolist() == ["dog", "zebra"]
+    assert "zebra" not in wp.select_words(table, run.history, "vocabulary")["word"].tolist()
+
+
+def test_heatmap_rows_follow_acquisition_and_carry_frequencies(tmp_path):
+    from app import word_plots as wp
+
+    _write_run(tmp_path, {"late": 150.0, "early": 20.0, "middle": 60.0})
+    run = wp.read_run_words(tmp_path)
+    words, steps, values = wp.heatmap_data(run, run.table["word"].tolist())
+    assert words == ["early", "middle", "late"] and steps == list(range(10, 201, 10))
+    assert values[0][0] == pytest.approx(_sigmoid(10, 20.0))
+    fig = wp.heatmap_figure(run, run.table["word"].tolist())
+    surprisal, frequency = fig.data
+    assert list(surprisal.y) == words and list(frequency.x) == ["corpus", "demos", "trials"]
+    assert frequency.customdata.tolist()[0] == [0, 0, 20]  # 'early': in every trial, never in a demo
+    curves = wp.curves_figure(run, ["early", "late"])
+    assert [t.name for t in curves.data][:1] == ["early"] and len(curves.data) == 4  # two curves, two age marks
+
+
+def test_scatter_pairs_the_ages_of_two_runs(tmp_path):
+    from app import word_plots as wp
+
+    (tmp_path / "tnd").mkdir()
+    (tmp_path / "clm").mkdir()
+    _write_run(tmp_path / "tnd", {"dog": 20.0, "cat": 60.0, "sun": 150.0})
+    _write_run(tmp_path / "clm", {"dog": 80.0, "cat": 60.0, "moon": 50.0})
+    a, b = wp.read_run_words(tmp_path / "tnd"), wp.read_run_words(tmp_path / "clm")
+    pairs = wp.scatter_table(a.table, b.table).set_index("word")
+    assert sorted(pairs.index) == ["cat", "dog"]  # scored in both runs
+    assert pairs.loc["dog", "age_a"] < pairs.loc["dog", "age_b"]
+    assert pairs.loc["cat", "age_a"] == pytest.approx(pairs.loc["cat", "age_b"])
+    fig = wp.scatter_figure(pairs.reset_index(), "tnd", "clm")
+    assert sorted(fig.data[0].text) == ["cat", "dog"]
+
+
+def test_csv_exports_round_trip(tmp_path):
+    import pandas as pd
+
+    from app import word_plots as wp
+
+    _write_run(tmp_path, {"dog": 20.0, "cat": 60.0})
+    run = wp.read_run_words(tmp_path)
+    table = pd.read_csv(io.StringIO(wp.table_csv(run.table)))
+    assert table.columns.tolist() == wp.TABLE_COLUMNS and table["word"].tolist() == ["dog", "cat", "zebra"]
+    assert table["age_step"][0] == pytest.approx(run.table["age_step"][0])
+    rows = list(csv.DictReader(io.StringIO(wp.curves_csv(run))))
+    assert len(rows) == 2 * 20 and rows[0].keys() == {"word", "step", "student_tokens", "surprisal"}
+    cat_10 = next(r for r in rows if r["word"] == "cat" and r["step"] == "10")
+    assert float(cat_10["surprisal"]) == pytest.approx(_sigmoid(10, 60.0)) and float(cat_10["student_tokens"]) == 1000
+
+
+def test_the_view_follows_a_growing_run_and_refuses_other_folders(tmp_path):
+    from types import SimpleNamespace
+
+    from app import word_plots as wp
+    from app import words_tab
+
+    root = tmp_path / "runs"
+    (root / "live").mkdir(parents=True)
+    _write_run(root / "live", {"dog": 30.0}, steps=range(10, 51, 10))
+    assert wp.read_run_words(root / "live").history.steps == [10, 20, 30, 40, 50]
+    _write_run(root / "live", {"dog": 30.0}, steps=range(60, 71, 10))  # two more evaluations arrive
+    assert wp.read_run_words(root / "live").history.steps[-2:] == [60, 70]
+
+    ctx = SimpleNamespace(
+        policy=SimpleNamespace(runs_root=root),
+        runner=SimpleNamespace(store=SimpleNamespace(snapshot=lambda: SimpleNamespace(config=None))),
+    )
+    assert words_tab.run_folder(ctx, "live") == root / "live"
+    for name in ("../runs/live", "/etc", "", None, "missing"):
+        assert words_tab.run_folder(ctx, name) is None
+    assert words_tab.summary_markdown(None, None, "threshold") == words_tab.NO_RECORD

@@ -64,10 +64,10 @@ class SigmoidFit:
 def _scored(steps: Sequence[float], surprisal: Sequence[float | None]) -> tuple[np.ndarray, np.ndarray]:
     if len(steps) != len(surprisal):
         raise ConfigError("surprisal", len(surprisal), f"one value per step ({len(steps)} steps)")
-    pairs = [(float(s), float(v)) for s, v in zip(steps, surprisal) if v is not None and math.isfinite(float(v))]
-    pairs = [(s, v) for s, v in pairs if s > 0]
-    x = np.array([s for s, _ in pairs], dtype=float)
-    y = np.array([v for _, v in pairs], dtype=float)
+    x = np.asarray(steps, dtype=float)
+    y = np.array([math.nan if v is None else v for v in surprisal], dtype=float)
+    keep = np.isfinite(y) & (x > 0)
+    x, y = x[keep], y[keep]
     order = np.argsort(x, kind="stable")
     return x[order], y[order]
 

@@ -134,7 +134,8 @@ def read_word_history(run_dir: str | Path) -> WordHistory | None:
     if not rows:
         return None
     words = sorted({word for row in rows for word in row.get("surprisal", {})})
-    surprisal = {word: [row.get("surprisal", {}).get(word) for row in rows] for word in words}
+    by_row = [row.get("surprisal", {}) for row in rows]
+    surprisal = {word: [values.get(word) for values in by_row] for word in words}
     last = rows[-1]
     return WordHistory(
         steps=[row["step"] for row in rows],
