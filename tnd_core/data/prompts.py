@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -79,10 +80,55 @@ def preview_table(path: str | Path, n: int = 20) -> pd.DataFrame:
     return _read(Path(path), n)
 
 
-def _column_values(values: list, column: str, source: str) -> list[str]:
-    prompts = []
+Prompt = str | list[dict[str, str]]
+
+
+def is_chat(value: Any) -> bool:
+    """Whether a prompt value is chat messages: a non-empty list of {"role", "content"} mappings."""
+    return (
+        isinstance(value, (list, tuple))
+        and len(value) > 0
+        and all(isinstance(m, dict) and "role" in m and "content" in m for m in value)
+    )
+
+
+def render_chat(messages: list[dict[str, str]], tokenizer: Any, column: str) -> str:
+    """Chat messages as the prompt text the tokenizer's chat template makes of them, ending with the
+    assistant's turn (add_generation_prompt). Raises ConfigError naming `column` when the tokenizer has
+    no chat template.
+
+    The BOS text a template writes is removed when the tokenizer adds BOS itself on encoding, so that
+    the encoded prompt holds it once."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(
+            "prompt_column",
+            column,
+            "holds chat messages (lists of {role, content}), which need a tokenizer with a chat template; "
+            "the student's tokenizer has none: use a column of plain text, or a student whose tokenizer has one",
+        )
+    text = tokenizer.apply_chat_template(
+        [{"role": str(m["role"]), "content": str(m["content"])} for m in messages],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    bos = getattr(tokenizer, "bos_token", None)
+    if bos and text.startswith(bos) and tokenizer("")["input_ids"][:1] == [tokenizer.bos_token_id]:
+        text = text[len(bos) :]
+    return text
+
+
+def render_prompts(prompts: list[Prompt], tokenizer: Any, column: str) -> list[str]:
+    """Every prompt as text: chat messages through the tokenizer's chat template, text as it is."""
+    return [render_chat(p, tokenizer, column) if is_chat(p) else p for p in prompts]
+
+
+def _column_values(values: list, column: str, source: str) -> list[Prompt]:
+    prompts: list[Prompt] = []
     for value in values:
         if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        if is_chat(value):
+            prompts.append([dict(m) for m in value])
             continue
         text = value if isinstance(value, str) else str(value)
         if text.strip():
@@ -98,8 +144,11 @@ def _require_column(columns: list[str], column: str, source: str) -> None:
         raise ConfigError("prompt_column", column, f"not a column of {source}; its columns are: {listed}")
 
 
-def load_prompts(source: str | Path | None, column: str = "prompt") -> list[str]:
-    """Prompt texts from a local file (CSV/JSONL/JSON/TXT), a dataset folder or a hub dataset id (train split).
+def load_prompts(source: str | Path | None, column: str = "prompt") -> list[Prompt]:
+    """Prompts from a local file (CSV/JSONL/JSON/TXT), a dataset folder or a hub dataset id (train split).
+
+    A prompt is a text, or chat messages (a list of {"role", "content"}) that the trainer renders with the
+    student's chat template (`render_prompts`).
 
     TXT files hold one prompt per line and ignore `column`. 'bundle' is resolved to a file by
     `tnd_core.sources` before it gets here.
@@ -121,7 +170,7 @@ def load_prompts(source: str | Path | None, column: str = "prompt") -> list[str]
     return _load_with_datasets(source, column)
 
 
-def _load_with_datasets(source: str, column: str) -> list[str]:
+def _load_with_datasets(source: str, column: str) -> list[Prompt]:
     """A hub dataset id or a local dataset folder, through `datasets.load_dataset` (train split)."""
     import datasets
 

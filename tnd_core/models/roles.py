@@ -46,6 +46,13 @@ def load_reward_model(
         raise ConfigError("reward_model_name_or_path", str(model), exc.allowed) from exc
 
 
+def same_vocabulary(tokenizer: Any, other: Any) -> bool:
+    """Whether two tokenizers map the same strings to the same ids (token-level KL and distillation need it)."""
+    if tokenizer is other:
+        return True
+    return tokenizer.get_vocab() == other.get_vocab()
+
+
 _REQUIRED = {
     "teacher": ("get_teacher_logits", "generate"),
     "student": ("get_student_logits", "generate", "save_pretrained", "parameters"),

@@ -10,9 +10,11 @@ import torch
 
 from tnd_core import stats as S
 from tnd_core.config import CustomPPOConfig
+from tnd_core.data.prompts import is_chat, render_prompts
 from tnd_core.errors import ConfigError
 from tnd_core.events import RolloutSample
-from tnd_core.trainers.ppo_trainer.batch import PPOBatch, decode_rows, left_pad, make_batch, pad_width
+from tnd_core.models.roles import same_vocabulary
+from tnd_core.trainers.ppo_trainer.batch import PPOBatch, decode_rows, left_pad, make_batch, pad_width, right_pad
 from tnd_core.trainers.ppo_trainer.engine import Engine
 from tnd_core.trainers.ppo_trainer.losses import response_mask
 from tnd_core.trainers.ppo_trainer.score_processing import shape_scores
@@ -77,12 +79,45 @@ class RolloutCollector:
         self.eos_token_id = tokenizer.eos_token_id
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_token_id
         self.baseline: float | None = None
+        # A teacher with another vocabulary writes its demos in its own tokens; they reach the student as text.
+        teacher_tokenizer = getattr(teacher, "tokenizer", None)
+        self.demos_as_text = teacher_tokenizer is not None and not same_vocabulary(teacher_tokenizer, tokenizer)
 
-    def encode_prompts(self, prompts: list[str]) -> list[torch.Tensor]:
-        """Token ids of each prompt, truncated from the left to max_prompt_length."""
-        first = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.eos_token_id
-        encoded = self.tokenizer(prompts, add_special_tokens=True)["input_ids"]
+    def encode_prompts(self, prompts: list[str], tokenizer: Any = None) -> list[torch.Tensor]:
+        """Token ids of each prompt (with the student's tokenizer unless another is given), truncated from the
+        left to max_prompt_length."""
+        tokenizer = tokenizer or self.tokenizer
+        first = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+        encoded = tokenizer(prompts, add_special_tokens=True)["input_ids"]
         return [torch.tensor(ids[-self.config.max_prompt_length :] or [first], dtype=torch.long) for ids in encoded]
+
+    def demos_through_text(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Demos of a teacher with another tokenizer: it continues the prompts in its own tokens, the
+        continuations are decoded and encoded with the student's tokenizer (at most max_new_tokens tokens;
+        the student's EOS ends a demo the teacher ended). Returns (response ids [N, R], valid mask)."""
+        c, device = self.config, self.engine.device
+        tok = self.teacher.tokenizer
+        t_eos = tok.eos_token_id
+        t_pad = tok.pad_token_id if tok.pad_token_id is not None else t_eos
+        ids, attn = left_pad(self.encode_prompts(prompts, tok), t_pad, device)
+        out_ids, out_valid = sample(self.teacher, ids, attn, generation_kwargs(c, t_pad, t_eos), t_pad, t_eos)
+        ended = ((out_ids == t_eos) & out_valid.bool()).any(1).tolist() if t_eos is not None else [False] * len(ids)
+        full = decode_rows(tok, torch.cat([ids, out_ids], 1), torch.cat([attn, out_valid], 1))
+        prompt_texts = decode_rows(tok, ids, attn)
+        # The continuation is the decoded whole minus the decoded prompt: decoding it alone loses a leading
+        # space with some tokenizers (SentencePiece).
+        texts = [
+            whole[len(start) :] if whole.startswith(start) else piece
+            for whole, start, piece in zip(full, prompt_texts, decode_rows(tok, out_ids, out_valid))
+        ]
+        eos = self.eos_token_id if self.eos_token_id is not None else self.pad_token_id
+        rows = []
+        for i, ids_i in enumerate(self.tokenizer(texts, add_special_tokens=False)["input_ids"]):
+            ids_i = ids_i[: c.max_new_tokens]
+            if (ended[i] and len(ids_i) < c.max_new_tokens) or not ids_i:
+                ids_i = [*ids_i, eos]
+            rows.append(torch.tensor(ids_i, dtype=torch.long))
+        return right_pad(rows, self.pad_token_id, device)
 
     def score(self, texts: list[str]) -> torch.Tensor:
         """The reward model's score of each text, as float32 on the run's device."""
@@ -120,7 +155,9 @@ class RolloutCollector:
         engine.model.eval()
         with engine.accelerator.autocast():
             trial_ids, trial_valid = sample(engine.unwrapped(), q_ids, q_attn, gen, pad, eos)
-            if c.use_teacher_demos:
+            if c.use_teacher_demos and self.demos_as_text:
+                demo_ids, demo_valid = self.demos_through_text(prompts)
+            elif c.use_teacher_demos:
                 demo_ids, demo_valid = sample(self.teacher, q_ids, q_attn, gen, pad, eos)
         generate_s = engine.timer() - t0
 
@@ -220,8 +257,12 @@ def sample(
     return responses, valid
 
 
-def read_prompts(dataset: Any, column: str) -> list[str]:
-    """Prompts from a datasets.Dataset, a list of strings or a torch Dataset of strings or dicts."""
+def read_prompts(dataset: Any, column: str, tokenizer: Any = None) -> list[str]:
+    """Prompts from a datasets.Dataset, a list of strings or a torch Dataset of strings or dicts.
+
+    A prompt may be chat messages (a list of {"role", "content"}): it becomes text through `tokenizer`'s
+    chat template (tnd_core.data.prompts.render_chat).
+    """
     if dataset is None:
         raise ConfigError(
             "train_dataset", None, "is required for train(): a datasets.Dataset, a list of strings or a torch Dataset"
@@ -243,13 +284,17 @@ def read_prompts(dataset: Any, column: str) -> list[str]:
         prompts = [item[column] if isinstance(item, dict) else item for item in items]
     if not prompts:
         raise ConfigError("train_dataset", "empty", "must hold at least one prompt")
+    if any(is_chat(p) for p in prompts):
+        if tokenizer is None:
+            raise ConfigError("prompt_column", column, "holds chat messages; pass the tokenizer that renders them")
+        prompts = render_prompts(prompts, tokenizer, column)
     bad = next((p for p in prompts if not isinstance(p, str)), None)
     if bad is not None:
         raise ConfigError("train_dataset", repr(bad)[:40], f"every prompt must be a string (column '{column}')")
     return prompts
 
 
-def read_texts(dataset: Any, prompt_column: str) -> list[str]:
+def read_texts(dataset: Any, prompt_column: str, tokenizer: Any = None) -> list[str]:
     """Corpus texts of CLM steps: a dataset's 'text' column when it has one, else `prompt_column`."""
     column = "text" if "text" in (getattr(dataset, "column_names", None) or ()) else prompt_column
-    return read_prompts(dataset, column)
+    return read_prompts(dataset, column, tokenizer)
