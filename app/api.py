@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
 from app.context import AppContext
 from app.runner import describe_exception
-from app.services import parse_seed, run_compare, start_run
+from app.services import STUDENT_CHOICE, TEACHER_CHOICE, parse_seed, run_compare, run_compare_models, start_run
 from tnd_core.config import CustomPPOConfig, parse_config_text
 from tnd_core.errors import ConfigError, TndError
+
+if TYPE_CHECKING:
+    from tnd_core.evaluation.compare import ModelComparison
 
 
 def _finite(value: float) -> float | None:
@@ -62,6 +65,33 @@ def status(ctx: AppContext) -> dict[str, Any]:
     }
 
 
+def comparison_answer(result: ModelComparison, labels: dict[str, str]) -> dict[str, Any]:
+    """What `/compare_models` answers: per side its label, mean reward, spread and mean KL, and every sample
+    (seed, text, reward score, tokens with the KL of the other side)."""
+
+    def side(which: str, other: str, data: Any) -> dict[str, Any]:
+        return {
+            "model": labels[which],
+            "mean_score": data.mean_score,
+            "score_std": data.score_std,
+            "mean_kl": data.mean_kl,
+            "kl": f"KL({other} || {which})",
+            "samples": [
+                {
+                    "seed": s.seed,
+                    "text": s.text,
+                    "score": s.score,
+                    "mean_kl": s.mean_kl,
+                    "tokens": [{"text": t, "kl": kl} for t, kl in s.tokens],
+                }
+                for s in data.samples
+            ],
+        }
+
+    left, right = side("left", "right", result.left), side("right", "left", result.right)
+    return {"left": left, "right": right, "note": result.note}
+
+
 def register(ctx: AppContext) -> None:
     """Add the endpoints to the Blocks being built."""
 
@@ -101,9 +131,32 @@ def register(ctx: AppContext) -> None:
             "note": result.note,
         }
 
+    def compare_models_endpoint(
+        prompt: str,
+        seed: int = 0,
+        left: str = TEACHER_CHOICE,
+        right: str = STUDENT_CHOICE,
+        samples: int = 4,
+        owner: str = "",
+        request: gr.Request = None,
+    ) -> dict:
+        """Two of 'teacher', 'student' (the current one) and '<run>/checkpoint-<step>' continue `prompt`
+        `samples` times each (sample i with seed + i on both sides), with reward scores and per-token
+        KL(other side || this side); `owner` (the caller's token) opens its runs' checkpoints on a hosted app."""
+        try:
+            session = request.session_hash if request is not None else None
+            config = ctx.initial_config()
+            result, labels = run_compare_models(
+                ctx, str(prompt), config, parse_seed(seed), str(left), str(right), samples, session, owner or None
+            )
+        except Exception as exc:  # returned in words to the API caller
+            return {"error": ctx.policy.redact(describe_exception(exc))}
+        return comparison_answer(result, labels)
+
     gr.api(start_training_endpoint, api_name="start_training")
     for action in ("pause", "resume", "stop"):
         gr.api(control(action), api_name=f"{action}_training")
     gr.api(training_status, api_name="training_status")
     # one Compare at a time across the API and the Compare tab; the rest wait in Gradio's queue
     gr.api(compare_prompt, api_name="compare", concurrency_limit=1, concurrency_id="compare")
+    gr.api(compare_models_endpoint, api_name="compare_models", concurrency_limit=1, concurrency_id="compare")

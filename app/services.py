@@ -13,6 +13,8 @@ import json
 import re
 import shutil
 import tempfile
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -29,7 +31,7 @@ from tnd_core.events import Subscriber, TrainingControl, TrainingModels
 from tnd_core.sources import MODEL_SOURCE_FIELDS, is_bundle, uses_bundle
 
 if TYPE_CHECKING:
-    from tnd_core.evaluation.compare import CompareResult
+    from tnd_core.evaluation.compare import CompareResult, ModelComparison
 
 CONFIG_FILE = "tnd_config.yaml"
 PRESET_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -356,6 +358,15 @@ def models_for(ctx: AppContext, config: CustomPPOConfig, owner: str | None = Non
 
 
 # ---------------------------------------------------------------------- Compare
+TEACHER_CHOICE, STUDENT_CHOICE = "teacher", "student"
+# '<run name>/checkpoint-<step>': a checkpoint of a run under the runs root
+CHECKPOINT_CHOICE = re.compile(r"^(?P<run>[A-Za-z0-9_.-]{1,64})/(?P<checkpoint>checkpoint-(?P<step>\d{1,12}))$")
+MAX_COMPARE_SAMPLES = 8
+MAX_COMPARE_SAMPLES_HOSTED = 4
+# Checkpoint students kept loaded for Compare: enough for two sides, bounded whatever visitors pick.
+CHECKPOINTS_KEPT = 2
+
+
 def parse_seed(value: Any) -> int:
     """A Compare seed from a form or API value: an integer in [0, 2**32 - 1], else a ConfigError."""
     try:
@@ -365,6 +376,100 @@ def parse_seed(value: Any) -> int:
     if not 0 <= seed < 2**32:
         raise ConfigError("seed", value, "must be an integer in [0, 2**32 - 1]")
     return seed
+
+
+def max_compare_samples(ctx: AppContext) -> int:
+    """The most samples per side one Compare may ask for (fewer on a hosted app)."""
+    return MAX_COMPARE_SAMPLES_HOSTED if ctx.policy.hosted else MAX_COMPARE_SAMPLES
+
+
+def parse_samples(ctx: AppContext, value: Any) -> int:
+    """Samples per side from a form or API value: an integer in [1, max_compare_samples], else a ConfigError."""
+    top = max_compare_samples(ctx)
+    try:
+        samples = int(value) if float(value) == int(value) else -1
+    except (TypeError, ValueError, OverflowError):
+        samples = -1
+    if not 1 <= samples <= top:
+        raise ConfigError("samples", value, f"an integer from 1 to {top}")
+    return samples
+
+
+def compare_checkpoints(ctx: AppContext, owner: str | None) -> dict[str, list[str]]:
+    """The checkpoints Compare may load, by run (newest run first): every run under the runs root in local
+    mode, the session's own runs in hosted mode; runs without a checkpoint are left out."""
+    return {
+        record.name: [f"checkpoint-{step}" for step in record.checkpoints]
+        for record in run_records(ctx)
+        if record.checkpoints and (not ctx.policy.hosted or ctx.policy.owns_run(record.path, owner))
+    }
+
+
+def compare_choices(ctx: AppContext, owner: str | None) -> list[str]:
+    """What a Compare side may be: 'teacher', 'student' (the current one), '<run>/checkpoint-<step>'."""
+    found = compare_checkpoints(ctx, owner)
+    return [TEACHER_CHOICE, STUDENT_CHOICE] + [f"{run}/{name}" for run, names in found.items() for name in names]
+
+
+def checkpoint_folder(ctx: AppContext, field_name: str, choice: str, owner: str | None) -> Path:
+    """The folder of the checkpoint a Compare side names ('<run>/checkpoint-<step>'). The same ConfigError for
+    a malformed name, a missing run or checkpoint and, in hosted mode, another session's run."""
+    refusal = ConfigError(
+        field_name, choice, "'teacher', 'student' or '<run>/checkpoint-<step>' of one of the runs you may compare"
+    )
+    match = CHECKPOINT_CHOICE.match(choice or "")
+    if match is None or match["run"].startswith("."):
+        raise refusal
+    root = ctx.policy.runs_root.resolve()
+    run_folder = root / match["run"]
+    if not runs.is_run_folder(run_folder) or (ctx.policy.hosted and not ctx.policy.owns_run(run_folder, owner)):
+        raise refusal
+    folder = (run_folder / match["checkpoint"]).resolve()
+    # a checkpoint linked to a folder elsewhere on the disk is not one of the run's
+    if folder.parent != run_folder.resolve() or run_folder.resolve().parent != root:
+        raise refusal
+    if int(match["step"]) not in runs.list_checkpoints(run_folder):
+        raise refusal
+    return folder
+
+
+class CheckpointStudents:
+    """The students of the last `capacity` checkpoints Compare loaded (least recently used goes first), so
+    memory stays bounded whatever visitors pick. A checkpoint saved again under the same name is reloaded."""
+
+    def __init__(self, capacity: int = CHECKPOINTS_KEPT):
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._students: OrderedDict[tuple[str, int], Any] = OrderedDict()
+
+    def get(self, folder: Path, tokenizer: Any, device: str) -> tuple[Any, bool]:
+        """The student of the checkpoint at `folder` on `device`, and whether it was loaded now."""
+        from tnd_core.evaluation.compare import load_checkpoint_student
+
+        state = folder / runs.CHECKPOINT_STATE_FILE
+        key = (str(folder), state.stat().st_mtime_ns if state.is_file() else 0)
+        with self._lock:
+            if key in self._students:
+                self._students.move_to_end(key)
+                return self._students[key], False
+            # make room first, so at most `capacity` students are ever held, even while one loads
+            while len(self._students) >= self.capacity:
+                self._students.popitem(last=False)
+            student = load_checkpoint_student(folder, tokenizer).to(device)
+            self._students[key] = student
+            return student, True
+
+    def folders(self) -> list[str]:
+        """The checkpoint folders held, least recently used first."""
+        with self._lock:
+            return [folder for folder, _ in self._students]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._students.clear()
+
+
+CHECKPOINT_STUDENTS = CheckpointStudents()
 
 
 def run_compare(
@@ -380,35 +485,114 @@ def run_compare(
     """
     from tnd_core.evaluation.compare import compare
 
+    _check_compare_request(ctx, prompt, config, session, session)
+    with ctx.compare_budget.turn(timeout_s=ctx.runner.request_timeout_s) as meter:
+
+        def work(roles: dict[str, Any], who: dict[str, str]) -> tuple[CompareResult, str]:
+            result = compare(roles[TEACHER_CHOICE], roles[STUDENT_CHOICE], roles["reward_model"], prompt, config, seed)
+            return result, who[STUDENT_CHOICE]
+
+        return _with_run_models(ctx, config, session, meter, work)
+
+
+def run_compare_models(
+    ctx: AppContext,
+    prompt: str,
+    config: CustomPPOConfig,
+    seed: int,
+    left: str = TEACHER_CHOICE,
+    right: str = STUDENT_CHOICE,
+    samples: int = 1,
+    session: str | None = None,
+    owner: str | None = None,
+) -> tuple[ModelComparison, dict[str, str]]:
+    """`tnd_core.evaluation.compare.compare_models` of two of: the teacher, the current student (the running
+    job's, between two steps, else the one loaded for `config`) and a run's checkpoint ('<run>/checkpoint-
+    <step>', see `checkpoint_folder`); `samples` per side. Returns the comparison and what each side is.
+
+    The same limits as `run_compare`: the session's calls per minute, then one call at a time within
+    `ctx.compare_budget`, which also pays for loading a checkpoint while a job runs. Checkpoint students
+    stay loaded in `CHECKPOINT_STUDENTS` (at most two).
+    """
+    from tnd_core.evaluation.compare import compare_models
+
+    _check_compare_request(ctx, prompt, config, session, owner)
+    samples = parse_samples(ctx, samples)
+    choices = {"left": (left or "").strip(), "right": (right or "").strip()}
+    folders = {
+        side: checkpoint_folder(ctx, side, choice, owner)
+        for side, choice in choices.items()
+        if choice not in (TEACHER_CHOICE, STUDENT_CHOICE)
+    }
+    with ctx.compare_budget.turn(timeout_s=ctx.runner.request_timeout_s) as meter:
+        with ctx.models_lock:
+            fallback = ctx.models.student
+        tokenizer = getattr(fallback, "tokenizer", None)
+        checkpoints = {}
+        for side, folder in folders.items():
+            # loading holds up no step, but takes the machine's time from a running job
+            with meter.timing() if ctx.runner.running else contextlib.nullcontext():
+                checkpoints[side], _ = CHECKPOINT_STUDENTS.get(folder, tokenizer, device_name())
+
+        def work(roles: dict[str, Any], who: dict[str, str]) -> tuple[ModelComparison, dict[str, str]]:
+            models = {side: checkpoints[side] if side in checkpoints else roles[c] for side, c in choices.items()}
+            labels = {
+                side: f"{folders[side].name} of run {folders[side].parent.name}" if side in folders else who[c]
+                for side, c in choices.items()
+            }
+            result = compare_models(
+                models["left"],
+                models["right"],
+                roles["reward_model"],
+                prompt,
+                config,
+                seed,
+                samples,
+                (labels["left"], labels["right"]),
+            )
+            return result, labels
+
+        return _with_run_models(ctx, config, session, meter, work)
+
+
+def _check_compare_request(
+    ctx: AppContext, prompt: str, config: CustomPPOConfig, session: str | None, owner: str | None
+) -> None:
     ctx.compare_limiter.check(session or "anonymous")
     if ctx.policy.hosted:
-        ctx.policy.check_config(config, session)
+        ctx.policy.check_config(config, owner)
     if len(prompt) > MAX_PROMPT_CHARS:
         raise ConfigError("prompt", prompt, f"at most {MAX_PROMPT_CHARS} characters")
-    with ctx.compare_budget.turn(timeout_s=ctx.runner.request_timeout_s) as meter:
-        return _compare_between_steps(ctx, prompt, config, seed, session, compare, meter)
 
 
-def _compare_between_steps(
-    ctx: AppContext, prompt: str, config: CustomPPOConfig, seed: int, session: str | None, compare: Any, meter: Meter
-) -> tuple[CompareResult, str]:
+def _with_run_models(
+    ctx: AppContext,
+    config: CustomPPOConfig,
+    session: str | None,
+    meter: Meter,
+    work: Callable[[dict[str, Any], dict[str, str]], Any],
+) -> Any:
+    """`work(roles, who)` between two steps on the current run's teacher, student and reward model (the
+    ones loaded for `config` when no run holds them), with `who` describing the teacher and the student."""
     with ctx.models_lock:
         loaded = ctx.models if ctx.models.options == model_options(config) else LoadedModels()
 
-    def on_models(models: TrainingModels | None) -> tuple[CompareResult, str] | None:
+    def on_models(models: TrainingModels | None) -> Any:
         if models is None:
             teacher, student, reward_model = loaded.teacher, loaded.student, loaded.reward_model
-            who = f"student loaded from `{config.student_name_or_path}`"
+            student_is = f"student loaded from `{config.student_name_or_path}`"
         else:
             student = models.student
             teacher = loaded.teacher if models.teacher is None else models.teacher
             reward_model = loaded.reward_model if models.reward_model is None else models.reward_model
-            who = f"student of the current run at step {models.step}"
-        if teacher is None or student is None or reward_model is None:
+            student_is = f"student of the current run at step {models.step}"
+        roles = {TEACHER_CHOICE: teacher, STUDENT_CHOICE: student, "reward_model": reward_model}
+        who = {TEACHER_CHOICE: "teacher", STUDENT_CHOICE: student_is}
+        if any(model is None for model in roles.values()):
             return None  # loaded models are missing: load them outside the training thread and ask again
         # only the time a running job is held up counts against the budget
         with meter.timing() if ctx.runner.running else contextlib.nullcontext():
-            return compare(teacher, student, reward_model, prompt, config, seed), who
+            return work(roles, who)
 
     outcome = ctx.runner.call_between_steps(on_models)
     if outcome is None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import statistics
+from pathlib import Path
 
 import pytest
 import torch
@@ -103,3 +105,185 @@ def test_a_checkpoints_student_loads_with_its_weights(models, tmp_path):
     for name, value in student.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], value), name
     assert loaded.tokenizer.get_vocab() == tok.get_vocab()
+
+
+# ---------------------------------------------------------------------- the app: pickers, checkpoints, limits
+RUN = "tiny-run"
+
+
+@pytest.fixture(scope="module")
+def app_ctx(tmp_path_factory):
+    """An app context with its models loaded and, under its runs root, a tiny run with checkpoints 1-3."""
+    from tnd_tiny import TargetWordReward
+
+    from app.context import AppContext, BundleManager, LoadedModels
+    from app.hosting import HostPolicy
+    from app.runner import Runner
+    from app.services import CHECKPOINT_STUDENTS, model_options
+    from tnd_core.trainers import CustomPPOTrainer
+
+    root = tmp_path_factory.mktemp("compare-app")
+    tok = make_tokenizer()
+    teacher = TeacherModel(make_lm(tok, seed=5, initializer_range=0.3), tok)
+    run_config = CustomPPOConfig(
+        learning_rate=3e-3,
+        batch_size=8,
+        mini_batch_size=4,
+        ppo_epochs=2,
+        max_new_tokens=4,
+        steps=3,
+        save_steps=1,
+        save_total_limit=0,
+        output_dir=str(root / "runs" / RUN),
+        seed=0,
+    )
+    trainer = CustomPPOTrainer(
+        teacher=teacher,
+        student=StudentModel(make_lm(tok, seed=1), tok),
+        reward_model=TargetWordReward("w15", 4),
+        config=run_config,
+        train_dataset=[f"w{i % 10} w{(3 * i) % 10}" for i in range(24)],
+    )
+    trainer.train()
+    ctx = AppContext(runner=Runner(), bundle=BundleManager(), policy=HostPolicy(data_root=root, runs_dir=root / "runs"))
+    initial_student = StudentModel(make_lm(tok, seed=1), tok)  # the run's student before training
+    reward = RewardModel(make_classifier(tok, seed=3), tok)
+    ctx.models = LoadedModels(teacher, initial_student, reward, options=model_options(CONFIG))
+    CHECKPOINT_STUDENTS.clear()
+    yield ctx
+    CHECKPOINT_STUDENTS.clear()
+
+
+def hosted(ctx):
+    from dataclasses import replace
+
+    return replace(ctx, policy=replace(ctx.policy, hosted=True))
+
+
+def test_the_pickers_offer_the_teacher_the_student_and_each_checkpoint(app_ctx):
+    from app.services import compare_choices
+
+    assert compare_choices(app_ctx, "anyone") == [
+        "teacher",
+        "student",
+        f"{RUN}/checkpoint-1",
+        f"{RUN}/checkpoint-2",
+        f"{RUN}/checkpoint-3",
+    ]
+
+
+def test_a_checkpoint_of_a_tiny_run_loads_and_differs_from_the_initial_student(app_ctx):
+    from app.services import CHECKPOINT_STUDENTS, run_compare_models
+
+    result, labels = run_compare_models(app_ctx, "w1 w2", CONFIG, 0, "student", f"{RUN}/checkpoint-3", samples=3)
+    assert labels == {"left": "student loaded from `bundle`", "right": f"checkpoint-3 of run {RUN}"}
+    assert len(result.left.samples) == len(result.right.samples) == 3
+    [held] = CHECKPOINT_STUDENTS.folders()
+    assert held.endswith(f"{RUN}/checkpoint-3")
+    trained, loaded_now = CHECKPOINT_STUDENTS.get(Path(held), None, "cpu")
+    assert not loaded_now  # the one Compare loaded, kept
+    initial = dict(app_ctx.models.student.named_parameters())
+    changed = [n for n, p in trained.named_parameters() if not torch.equal(p, initial[n])]
+    assert changed, "three PPO steps changed no weight"
+    assert result.right.mean_kl > 1e-6 and result.left.mean_kl > 1e-6
+
+
+def test_the_same_checkpoint_on_both_sides_gives_the_same_samples_and_zero_divergence(app_ctx):
+    from app.services import run_compare_models
+
+    choice = f"{RUN}/checkpoint-2"
+    first, _ = run_compare_models(app_ctx, "w3", CONFIG, 9, choice, choice, samples=4)
+    assert texts(first.left) == texts(first.right)
+    assert first.left.mean_kl == pytest.approx(0.0, abs=1e-6) and first.right.mean_kl == pytest.approx(0.0, abs=1e-6)
+    again, _ = run_compare_models(app_ctx, "w3", CONFIG, 9, choice, "teacher", samples=4)
+    assert texts(again.left) == texts(first.left)  # the same seeds give the same samples on another call
+
+
+def test_at_most_two_checkpoint_students_stay_loaded(app_ctx):
+    from app.services import CHECKPOINT_STUDENTS, run_compare_models
+
+    for left, right in (("1", "2"), ("3", "3"), ("1", "1")):
+        run_compare_models(app_ctx, "w1", CONFIG, 0, f"{RUN}/checkpoint-{left}", f"{RUN}/checkpoint-{right}")
+    held = CHECKPOINT_STUDENTS.folders()
+    assert [Path(folder).name for folder in held] == ["checkpoint-3", "checkpoint-1"]  # least recently used first
+
+
+@pytest.mark.parametrize(
+    "choice",
+    [
+        f"../{RUN}/checkpoint-1",
+        f"{RUN}/checkpoint-99",
+        f"{RUN}/../../checkpoint-1",
+        f"{RUN}/checkpoint-1/..",
+        "/etc/checkpoint-1",
+        "no-such-run/checkpoint-1",
+        f"{RUN}/linked-1",
+        "",
+    ],
+)
+def test_names_outside_the_runs_checkpoints_are_refused_alike(app_ctx, choice):
+    from app.services import run_compare_models
+
+    with pytest.raises(ConfigError) as refused:
+        run_compare_models(app_ctx, "w1", CONFIG, 0, "teacher", choice)
+    assert refused.value.field == "right"
+    assert "of one of the runs you may compare" in str(refused.value)
+
+
+def test_a_checkpoint_linked_from_outside_the_run_is_refused(app_ctx, tmp_path):
+    from app.services import run_compare_models
+
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(app_ctx.policy.runs_root / RUN / "checkpoint-1", outside)
+    link = app_ctx.policy.runs_root / RUN / "checkpoint-7"
+    link.symlink_to(outside, target_is_directory=True)
+    try:
+        with pytest.raises(ConfigError, match="of one of the runs you may compare"):
+            run_compare_models(app_ctx, "w1", CONFIG, 0, f"{RUN}/checkpoint-7", "teacher")
+    finally:
+        link.unlink()
+
+
+def test_hosted_a_session_compares_its_own_runs_only(app_ctx):
+    from app.hosting import OWNER_FILE, session_key
+    from app.services import compare_choices, run_compare_models
+
+    ctx = hosted(app_ctx)
+    marker = ctx.policy.runs_root / RUN / OWNER_FILE
+    marker.write_text(session_key("alice"))
+    try:
+        assert compare_choices(ctx, "bob") == ["teacher", "student"]
+        with pytest.raises(ConfigError) as refused:
+            run_compare_models(ctx, "w1", CONFIG, 0, f"{RUN}/checkpoint-1", "student", owner="bob")
+        assert refused.value.field == "left" and "of one of the runs you may compare" in str(refused.value)
+        with pytest.raises(ConfigError, match="samples"):
+            run_compare_models(ctx, "w1", CONFIG, 0, samples=5, owner="alice")  # over the hosted limit of 4
+        result, labels = run_compare_models(ctx, "w1", CONFIG, 0, f"{RUN}/checkpoint-1", "student", 2, owner="alice")
+        assert labels["left"] == f"checkpoint-1 of run {RUN}" and len(result.left.samples) == 2
+    finally:
+        marker.unlink()
+
+
+def test_compare_calls_count_against_the_sessions_limit(app_ctx):
+    from dataclasses import replace
+
+    from app.services import run_compare_models
+    from app.throttle import RateLimiter, TooManyRequests
+
+    ctx = replace(app_ctx, compare_limiter=RateLimiter(1, what="Compare calls"))
+    run_compare_models(ctx, "w1", CONFIG, 0, session="s1")
+    with pytest.raises(TooManyRequests, match="Too many Compare calls"):
+        run_compare_models(ctx, "w1", CONFIG, 0, f"{RUN}/checkpoint-2", session="s1")
+    run_compare_models(ctx, "w1", CONFIG, 0, session="s2")
+
+
+def test_the_api_answer_names_each_side_and_its_samples(app_ctx):
+    from app.api import comparison_answer
+    from app.services import run_compare_models
+
+    result, labels = run_compare_models(app_ctx, "w1", CONFIG, 4, "teacher", "student", samples=2)
+    answer = comparison_answer(result, labels)
+    assert answer["left"]["model"] == "teacher" and answer["right"]["kl"] == "KL(left || right)"
+    assert [s["seed"] for s in answer["right"]["samples"]] == [4, 5]
+    assert answer["right"]["mean_score"] == pytest.approx(result.right.mean_score)
+    assert json.loads(json.dumps(answer)) == answer
