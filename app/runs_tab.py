@@ -104,11 +104,11 @@ def config_diff_frame(records: Sequence[runs.RunRecord]) -> pd.DataFrame:
 
 
 def _cell(value: Any) -> str:
-    return (
-        ""
-        if value is None
-        else (value if isinstance(value, str) else yaml.safe_dump(value).strip().removesuffix("..."))
-    )
+    if value is None:
+        return ""
+    # one line per value: flow style for lists and mappings, without YAML's document end marker
+    text = value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True, width=1000)
+    return text.strip().removesuffix("...").strip()
 
 
 def export_csv(ctx: AppContext, names: Sequence[str]) -> str:

@@ -173,12 +173,9 @@ class RunStatusWriter:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._start_heartbeat()
         else:
-            if self._status.get("state") == "failed" and state == "failed":
-                return  # the ErrorEvent already said why
+            said_why = self._status.get("state") == "failed"  # the ErrorEvent's message stays
             self._status.update(state=state, step=event.step)
-            if state == "failed":
-                self._status["message"] = event.detail
-            elif state in ENDED_STATES:
+            if state in ENDED_STATES and not said_why:
                 self._status["message"] = event.detail
         if state in ENDED_STATES:
             self._status["ended"] = now
