@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import gradio as gr
@@ -12,11 +13,39 @@ from app.forms import Form
 from app.runner import describe_exception
 from app.services import MAX_UPLOAD_MB, keep_upload, preview_source, prompts_table
 from tnd_core.config import CustomPPOConfig
-from tnd_core.data.prompts import TABLE_SUFFIXES, load_prompts, preview_table
+from tnd_core.data.prompts import TABLE_SUFFIXES, is_chat, load_prompts, preview_table, render_chat
+from tnd_core.errors import ConfigError
 from tnd_core.sources import is_bundle
 
 PREVIEW_ROWS = 8
+RENDERED = "rendered prompt"
+NOT_LOADED = "(load the models on the Models tab to see this chat rendered with the student's chat template)"
 SOURCES = ("bundle", "hub dataset", "uploaded file")
+
+
+def rendered_prompts(ctx: AppContext, values: list[Any], column: str) -> list[str] | None:
+    """What each row of a chat column becomes: the text the loaded student's chat template makes of it (as
+    training renders it), or why it cannot be shown. None when no row holds chat messages."""
+    if not any(is_chat(v) for v in values):
+        return None
+    with ctx.models_lock:
+        tokenizer = getattr(ctx.models.student, "tokenizer", None)
+    if tokenizer is None:
+        return [NOT_LOADED if is_chat(v) else str(v) for v in values]
+    try:
+        return [render_chat(v, tokenizer, column) if is_chat(v) else str(v) for v in values]
+    except ConfigError as exc:  # no chat template: the run would refuse this column, say so in the preview
+        return [f"❌ {exc.allowed}"] * len(values)
+
+
+def _with_rendered(ctx: AppContext, rows: pd.DataFrame, column: str) -> pd.DataFrame:
+    rendered = rendered_prompts(ctx, rows[column].tolist(), column) if column in rows.columns else None
+    if rendered is None:
+        return rows
+    rows = rows.copy()
+    rows[column] = [json.dumps(v, ensure_ascii=False) if is_chat(v) else v for v in rows[column]]  # shown as JSON
+    rows.insert(list(rows.columns).index(column) + 1, RENDERED, rendered)
+    return rows
 
 
 def preview(
@@ -24,22 +53,20 @@ def preview(
 ) -> tuple[list[str], pd.DataFrame, int, str]:
     """Columns, first rows, number of prompts and the prompt column of a source (bundle, file or hub id).
 
-    With `column` None (a fresh upload) the column is 'prompt' when there is one, else the first.
+    With `column` None (a fresh upload) the column is 'prompt' when there is one, else the first. A column
+    of chat messages gets a 'rendered prompt' column beside it (`rendered_prompts`).
     """
     path = prompts_table(ctx, source, owner)
     if path is None:
-        prompts = load_prompts(preview_source(ctx, source, owner), column or "prompt")
-        return (
-            [column or "prompt"],
-            pd.DataFrame({column or "prompt": prompts[:PREVIEW_ROWS]}),
-            len(prompts),
-            column or "prompt",
-        )
+        column = column or "prompt"
+        prompts = load_prompts(preview_source(ctx, source, owner), column)
+        rows = pd.DataFrame({column: prompts[:PREVIEW_ROWS]})
+        return [column], _with_rendered(ctx, rows, column), len(prompts), column
     rows = preview_table(path, PREVIEW_ROWS)
     names = [str(c) for c in rows.columns]
     if column is None:
         column = "prompt" if "prompt" in names else (names[0] if names else "prompt")
-    return names, rows, len(load_prompts(str(path), column)), column
+    return names, _with_rendered(ctx, rows, column), len(load_prompts(str(path), column)), column
 
 
 def build(ctx: AppContext, form: Form, config: CustomPPOConfig, owner: gr.BrowserState) -> None:
