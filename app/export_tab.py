@@ -1,4 +1,5 @@
-"""Export tab: the latest checkpoint as a zip, the metrics as CSV, the config as YAML, and push to the hub.
+"""Export tab: the latest checkpoint as a zip (and, for a LoRA run, its adapters or a merged model), the metrics
+as CSV, the config as YAML, and push to the hub.
 
 The metrics CSV has every logged step: it is read from the run's `metrics.jsonl`, not from the app's
 in-memory history, which thins old steps to stay bounded.
@@ -28,6 +29,9 @@ from tnd_core.stats import EVAL_PREFIX
 # the trainer's record of every step (tnd_core.trainers.ppo_trainer.metrics_log.METRICS_FILE; the app may
 # not import the trainer's internals)
 METRICS_FILE = "metrics.jsonl"
+# what peft writes beside LoRA adapters (tnd_core.models.student.ADAPTER_CONFIG_FILE; named here so that
+# importing the tab does not load torch)
+ADAPTER_CONFIG_FILE = "adapter_config.json"
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -47,10 +51,32 @@ def latest_checkpoint(snap: Snapshot, output_dir: str) -> Path:
     return found[-1]
 
 
-def zip_checkpoint(folder: Path) -> str:
-    """A zip of a checkpoint folder in a fresh temporary directory."""
-    target = Path(tempfile.mkdtemp(prefix="tnd-export-")) / folder.name
+def zip_checkpoint(folder: Path, name: str | None = None) -> str:
+    """A zip of a folder (a checkpoint, its adapters, a merged model) named `name` (default: the folder's)
+    in a fresh temporary directory."""
+    target = Path(tempfile.mkdtemp(prefix="tnd-export-")) / (name or folder.name)
     return shutil.make_archive(str(target), "zip", root_dir=folder)
+
+
+def adapter_folder(checkpoint: Path) -> Path:
+    """The LoRA adapters (with value head and tokenizer) of a checkpoint: its `student` folder, when the run
+    trained adapters (use_lora)."""
+    folder = checkpoint / "student"
+    if not (folder / ADAPTER_CONFIG_FILE).is_file():
+        raise TndError(
+            f"{checkpoint.name} holds no LoRA adapters: its run trained every weight of the student "
+            "(use_lora=false). Download the checkpoint instead."
+        )
+    return folder
+
+
+def merged_model(checkpoint: Path) -> Path:
+    """A full model from a LoRA checkpoint: its adapters merged into a copy of the base model, with the
+    tokenizer and the value head, in a fresh temporary directory."""
+    from tnd_core.models.student import merge_adapters
+
+    target = Path(tempfile.mkdtemp(prefix="tnd-merged-")) / f"{checkpoint.name}-merged"
+    return merge_adapters(adapter_folder(checkpoint), target)
 
 
 def metrics_path(snap: Snapshot) -> Path | None:
@@ -135,6 +161,9 @@ def build(ctx: AppContext, form: Form) -> None:
         zip_button = gr.Button("Latest checkpoint (zip)", elem_id="export-zip")
         csv_button = gr.Button("Metrics (CSV)", elem_id="export-csv")
         yaml_button = gr.Button("Config (YAML)", elem_id="export-yaml")
+    with gr.Row():
+        adapters_button = gr.Button("LoRA adapters (zip)", elem_id="export-adapters")
+        merged_button = gr.Button("Merged model (zip)", elem_id="export-merged")
     files = gr.File(label="Download", interactive=False, elem_id="export-file")
     message = gr.Markdown("", elem_id="export-message")
     with gr.Accordion("Push to the hub", open=False):
@@ -152,6 +181,19 @@ def build(ctx: AppContext, form: Form) -> None:
             folder = latest_checkpoint(ctx.runner.store.snapshot(), str(ctx.policy.run_folder(out_dir)))
             return zip_checkpoint(folder), ctx.policy.redact(f"Zipped `{folder}`.")
         except TndError as exc:
+            return None, f"❌ {ctx.policy.redact(str(exc))}"
+
+    def on_adapters(out_dir: str, merge: bool) -> tuple[Any, str]:
+        try:
+            checkpoint = latest_checkpoint(ctx.runner.store.snapshot(), str(ctx.policy.run_folder(out_dir)))
+            if merge:
+                folder = merged_model(checkpoint)
+                note = "the adapters merged into the base model; loads with from_pretrained"
+            else:
+                folder, note = adapter_folder(checkpoint), "adapters, value head and tokenizer"
+            name = folder.name if merge else f"{checkpoint.name}-adapters"
+            return zip_checkpoint(folder, name), ctx.policy.redact(f"Zipped `{checkpoint}`: {note}.")
+        except (TndError, OSError) as exc:
             return None, f"❌ {ctx.policy.redact(str(exc))}"
 
     def on_csv() -> tuple[Any, str]:
@@ -176,6 +218,13 @@ def build(ctx: AppContext, form: Form) -> None:
         return f"✅ Pushed `{folder.name}` to {url}", ""
 
     zip_button.click(on_zip, inputs=output_dir, outputs=[files, message], concurrency_limit=1)
+    adapters_button.click(
+        lambda out_dir: on_adapters(out_dir, False), inputs=output_dir, outputs=[files, message], concurrency_limit=1
+    )
+    # merging loads the base model: one at a time
+    merged_button.click(
+        lambda out_dir: on_adapters(out_dir, True), inputs=output_dir, outputs=[files, message], concurrency_limit=1
+    )
     csv_button.click(on_csv, outputs=[files, message])
     yaml_button.click(on_yaml, inputs=form.components, outputs=[files, message])
     # the token box is cleared after each push so the secret does not linger in the page

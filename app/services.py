@@ -137,6 +137,12 @@ def start_run(
     ctx.policy.check_starter(username)
     checked = ctx.policy.check_config(config, owner)
     ctx.runner.require_idle(owner)  # refused before any run folder is touched
+    if checked.memory_check == "refuse":  # the run checks again once its models are fetched
+        plan = pipeline.plan_without_fetching(checked, ctx.bundle.ready)
+        if plan is not None and not plan.fits:
+            from tnd_core.models.memory_plan import MemoryPlanError
+
+            raise MemoryPlanError(plan)
     folder = ctx.policy.run_folder(checked.output_dir)
     if not checked.resume_from_checkpoint and runs.is_run_folder(folder):
         folder = folder.with_name(runs.free_name(folder.parent, folder.name))

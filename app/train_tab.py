@@ -24,6 +24,8 @@ from app.context import AppContext
 from app.forms import Form, errors_markdown
 from app.runner import TERMINAL_STATES, Snapshot
 from app.services import start_run
+from tnd_core import pipeline
+from tnd_core.config import CustomPPOConfig
 from tnd_core.errors import TndError
 
 ROLLOUT_COLUMNS = ["prompt", "student trial", "trial score", "teacher demo", "demo score"]
@@ -89,6 +91,28 @@ def eval_frame(snap: Snapshot) -> pd.DataFrame:
     """The latest value of every evaluation metric."""
     rows = [[name, values[-1]] for name, values in sorted(snap.eval_metrics.items()) if values]
     return pd.DataFrame(rows, columns=["metric", f"value (step {snap.eval_steps[-1] if snap.eval_steps else '-'})"])
+
+
+def memory_plan_markdown(ctx: AppContext, config: CustomPPOConfig | None) -> str:
+    """The run's memory plan: the verdict, the options that would make it fit when it will not, and the
+    table of its parts in a fold."""
+    if config is None:
+        return ""
+    if config.memory_check == "off":
+        return "**Memory plan**: off (memory_check=off)."
+    try:
+        plan = pipeline.plan_without_fetching(config, ctx.bundle.ready)
+    except TndError as exc:
+        return f"**Memory plan**: unavailable ({ctx.policy.redact(str(exc))})."
+    if plan is None:
+        return "**Memory plan**: made when the run starts (its models are not on this machine yet)."
+    verdict = "✅ fits" if plan.fits else "❌ will not fit"
+    text = (
+        f"**Memory plan**: about {plan.total_gb:.2f} GB of {plan.available_gb:.2f} GB free on {plan.device}: {verdict}"
+    )
+    if not plan.fits:
+        text += f"\n\n{plan.suggestions_text()}"
+    return f"{text}\n\n<details><summary>Part by part</summary>\n\n{plan.table()}\n\n</details>"
 
 
 def is_settled(state: str) -> bool:
@@ -193,6 +217,8 @@ def build(ctx: AppContext, form: Form, owner: gr.BrowserState, check_summary: gr
         pause = gr.Button("Pause", interactive=False, elem_id="btn-pause")
         resume = gr.Button("Resume", interactive=False, elem_id="btn-resume")
         stop = gr.Button("Stop", variant="stop", interactive=False, elem_id="btn-stop")
+    # next to Start: the verdict, what would make the run fit, and the parts (computed on each page load)
+    plan_box = gr.Markdown(lambda: memory_plan_markdown(ctx, ctx.initial_config()), elem_id="train-memory-plan")
     message = gr.Markdown("", elem_id="train-message")
     role_note = gr.Markdown("", elem_id="train-role")
     progress = gr.HTML(progress_html(ctx.runner.store.snapshot()))
@@ -303,6 +329,20 @@ def build(ctx: AppContext, form: Form, owner: gr.BrowserState, check_summary: gr
         return f"Started: {cfg.steps} steps into {where}.", gr.skip(), token
 
     start.click(on_start, inputs=[owner, *form.components], outputs=[message, check_summary, owner], queue=False)
+
+    def on_form_change(*values: Any) -> str:
+        cfg, _ = form.read(values)
+        return memory_plan_markdown(ctx, cfg)
+
+    # the plan follows the form as the Config tab's check does
+    gr.on(
+        [c.change for c in form.components],
+        on_form_change,
+        inputs=form.components,
+        outputs=plan_box,
+        trigger_mode="always_last",
+        show_progress="hidden",
+    )
 
     def control(action: str) -> Any:
         def handler(token: str | None) -> str:
