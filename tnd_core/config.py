@@ -429,6 +429,13 @@ class CustomPPOConfig(ConfigBase):
         choices=("forward_kl", "reverse_kl", "jsd"),
     )
     jsd_beta: float = option(0.5, "Interpolation beta of the generalised JSD.", "distillation", ge=0.0, le=1.0)
+    cross_tokenizer_distill: str = option(
+        "off",
+        "Distillation from a teacher with another tokenizer: off (refused; its demos only) or uld (its sorted "
+        "probabilities matched to the student's position by position, as Universal Logit Distillation).",
+        "distillation",
+        choices=("off", "uld"),
+    )
 
     # --- TnD
     use_teacher_demos: bool = option(True, "Add teacher demonstrations for the same prompts to each PPO batch.", "tnd")

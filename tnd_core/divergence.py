@@ -43,3 +43,37 @@ def kd_divergence(
         kl_q = (log_q.exp() * (log_q - log_m)).sum(-1)
         return beta * kl_p + (1.0 - beta) * kl_q
     raise ValueError(f"unknown divergence {divergence!r}; one of {', '.join(DIVERGENCES)}")
+
+
+PROBABILITY_FLOOR = 1e-12  # log of the rank-matched distribution's empty ranks: finite, so 0 * log 0 stays 0
+
+
+def sorted_probabilities(logits: torch.Tensor, size: int, temperature: float = 1.0) -> torch.Tensor:
+    """Next-token probabilities sorted in decreasing order, cut or zero-padded to `size` ranks ([..., size])."""
+    probs = F.softmax(logits.float() / temperature, dim=-1).sort(dim=-1, descending=True).values
+    if probs.shape[-1] >= size:
+        return probs[..., :size]
+    return F.pad(probs, (0, size - probs.shape[-1]))
+
+
+def sorted_l1(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Universal Logit Distillation's distance (Boizard et al. 2024) per position: the L1 distance between the
+    two sorted probability vectors, the smaller vocabulary zero-padded. It needs no shared vocabulary; it is 0
+    when the two distributions are permutations of each other ([B, R])."""
+    size = max(student_logits.shape[-1], teacher_logits.shape[-1])
+    q = sorted_probabilities(student_logits, size, temperature)
+    p = sorted_probabilities(teacher_logits, size, temperature)
+    return (p - q).abs().sum(-1)
+
+
+def rank_matched_logits(student_logits: torch.Tensor, teacher_sorted: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities over the student's vocabulary that put the teacher's k-th largest probability on the
+    student's k-th most likely token (`teacher_sorted`: [..., K] sorted decreasingly, cut to the student's
+    vocabulary and renormalised here). Distilling towards them matches the student's sorted probability
+    vector to the teacher's, as ULD does, with the usual divergences ([..., V_student])."""
+    vocab = student_logits.shape[-1]
+    target = teacher_sorted[..., :vocab].float()
+    target = F.pad(target, (0, vocab - target.shape[-1])).clamp(min=PROBABILITY_FLOOR)
+    target = target / target.sum(-1, keepdim=True)
+    order = student_logits.float().argsort(dim=-1, descending=True)
+    return torch.empty_like(target).scatter_(-1, order, target.log())

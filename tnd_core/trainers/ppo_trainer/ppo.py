@@ -37,6 +37,7 @@ from tnd_core.events import (
     TrainingModels,
 )
 from tnd_core.models import as_reward_model, as_student, as_teacher
+from tnd_core.models.cross_tokenizer import RankMatchedTeacher
 from tnd_core.models.roles import same_vocabulary
 from tnd_core.models.student import AdaptersDisabled, apply_student_options, has_lora
 from tnd_core.trainers.ppo_trainer import checkpoint, schedule
@@ -132,6 +133,7 @@ class CustomPPOTrainer:
         self.max_positions: int | None = getattr(lm_config, "max_position_embeddings", None)
         models = (self.tokenizer, self.teacher, self.reward_model)
         self.rollouts = RolloutCollector(config, self.engine, *models, self.max_positions)
+        self.logit_teacher = self._setup_logit_teacher()
         self.global_step = 0
         self.last_checkpoint: str | None = None
         self._streams: dict[tuple[str, int], schedule.ItemStream] = {}
@@ -181,12 +183,16 @@ class CustomPPOTrainer:
         teacher_tok, c = getattr(self.teacher, "tokenizer", None), self.config
         if teacher_tok is None or same_vocabulary(teacher_tok, self.tokenizer):
             return
-        if c.distill_coef > 0 or c.kl_reference == "teacher":
-            field, value = ("distill_coef", c.distill_coef) if c.distill_coef > 0 else ("kl_reference", "teacher")
+        uld = c.cross_tokenizer_distill == "uld"
+        if (c.distill_coef > 0 and not uld) or c.kl_reference == "teacher":
+            field, value = (
+                ("kl_reference", "teacher") if c.kl_reference == "teacher" else ("distill_coef", c.distill_coef)
+            )
             allowed = (
-                "needs distill_coef=0 and kl_reference=initial_student with this teacher: its tokenizer differs from "
-                "the student's, and distillation and the teacher as KL reference compare next-token distributions "
-                "over one vocabulary (its demos travel as text and work with any tokenizer)"
+                "needs distill_coef=0 (or cross_tokenizer_distill=uld) and kl_reference=initial_student with this "
+                "teacher: its tokenizer differs from the student's, and distillation and the teacher as KL "
+                "reference compare next-token distributions over one vocabulary (its demos travel as text and "
+                "work with any tokenizer)"
             )
             raise ConfigError(field, value, allowed)
 
@@ -226,9 +232,22 @@ class CustomPPOTrainer:
         stats[S.REWARD_MEAN], stats[S.REWARD_STD] = reward.tolist()
         return stats
 
+    def _setup_logit_teacher(self) -> Any:
+        """The teacher whose logits the update reads. One with another vocabulary has none over the student's
+        tokens: its rank-matched view with cross_tokenizer_distill=uld (tnd_core.models.cross_tokenizer), else
+        none (its demos are all it gives)."""
+        if not self.rollouts.demos_as_text:
+            return self.teacher
+        if self.config.cross_tokenizer_distill == "uld" and self.config.distill_coef > 0:
+
+            def student_logits(ids: Any, mask: Any, positions: Any, keep: int) -> torch.Tensor:
+                return self.engine.model(ids, mask, positions, logits_to_keep=keep)[0]
+
+            return RankMatchedTeacher(self.teacher, self.tokenizer, student_logits)
+        return None
+
     def _update(self, batch: Any, scores: torch.Tensor, is_demo: torch.Tensor) -> dict[str, float]:
-        # a teacher with another vocabulary has no logits over the student's tokens: its demos are all it gives
-        models = {"teacher": None if self.rollouts.demos_as_text else self.teacher, "reference": self.ref_model}
+        models = {"teacher": self.logit_teacher, "reference": self.ref_model}
         controllers = {"kl_ctl": self.kl_ctl, "early_stopping": self.early_stopping}
         where = {"step": self.global_step + 1, "last_checkpoint": self.last_checkpoint}
         return ppo_update(
