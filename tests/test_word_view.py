@@ -273,3 +273,21 @@ def test_the_view_follows_a_growing_run_and_refuses_other_folders(tmp_path):
     for name in ("../runs/live", "/etc", "", None, "missing"):
         assert words_tab.run_folder(ctx, name) is None
     assert words_tab.summary_markdown(None, None, "threshold") == words_tab.NO_RECORD
+
+
+def test_hosted_mode_takes_a_word_list_only_from_the_session_uploads_or_the_data_folder(tmp_path):
+    from app.hosting import HostPolicy
+    from tnd_core.config import CustomPPOConfig
+
+    policy = HostPolicy.from_env({"TND_HOSTED": "1", "TND_DATA_ROOT": str(tmp_path / "data")})
+    uploads = policy.uploads_dir("alice")
+    uploads.mkdir(parents=True)
+    (uploads / "cdi.txt").write_text("dog\n")
+    outside = tmp_path / "words.txt"
+    outside.write_text("dog\n")
+    checked = policy.check_config(CustomPPOConfig(eval_word_list="upload:cdi.txt"), "alice")
+    assert checked.eval_word_list == str((uploads / "cdi.txt").resolve())
+    # another session's upload, a path outside the data folder, and a name that looks like a Hub id
+    for value, owner in (("upload:cdi.txt", "bob"), (str(outside), "alice"), ("words.txt", "alice")):
+        with pytest.raises(ConfigError, match="eval_word_list"):
+            policy.check_config(CustomPPOConfig(eval_word_list=value), owner)
