@@ -43,6 +43,7 @@ from tnd_core.models.student import VALUE_HEAD_FILE, hidden_size_of
 from tnd_core.trainers.ppo_trainer.batch import left_pad
 from tnd_core.trainers.ppo_trainer.ppo import CustomPPOTrainer
 from tnd_core.trainers.ppo_trainer.rollout import SAMPLES_SHOWN
+from tnd_core.trainers.ppo_trainer.sharded_generation import unwrapped_for_generation
 
 __all__ = [
     "AutoModelForCausalLMWithValueHead",
@@ -393,9 +394,11 @@ class PPOTrainer(CustomPPOTrainer):
             raise TndError("generate_ref_response: this run has no reference model (kl_reference=teacher)")
         if single:
             batch_size, remove_padding = 1, False  # TRL generated a single query unpadded and uncut
-        models = [self.engine.unwrapped()] + ([self.ref_model] if generate_ref_response else [])
         options = (length_sampler, batch_size, return_prompt, remove_padding, generation_kwargs)
-        outputs = [self._generate(model, queries, *options) for model in models]
+        with unwrapped_for_generation(self.accelerator, self.model) as student:
+            outputs = [self._generate(student, queries, *options)]
+        if generate_ref_response:
+            outputs.append(self._generate(self.ref_model, queries, *options))
         if single:
             outputs = [out[0].unsqueeze(0) for out in outputs]
         return (outputs[0], outputs[1]) if generate_ref_response else outputs[0]
