@@ -18,6 +18,7 @@ from tnd_core.trainers.ppo_trainer.batch import PPOBatch, decode_rows, left_pad,
 from tnd_core.trainers.ppo_trainer.engine import Engine
 from tnd_core.trainers.ppo_trainer.losses import response_mask
 from tnd_core.trainers.ppo_trainer.score_processing import shape_scores
+from tnd_core.trainers.ppo_trainer.sharded_generation import unwrapped_for_generation
 
 SAMPLES_SHOWN = 4
 
@@ -154,7 +155,8 @@ class RolloutCollector:
         gen = generation_kwargs(c, pad, eos)
         engine.model.eval()
         with engine.accelerator.autocast():
-            trial_ids, trial_valid = sample(engine.unwrapped(), q_ids, q_attn, gen, pad, eos)
+            with unwrapped_for_generation(engine.accelerator, engine.model) as student:
+                trial_ids, trial_valid = sample(student, q_ids, q_attn, gen, pad, eos)
             if c.use_teacher_demos and self.demos_as_text:
                 demo_ids, demo_valid = self.demos_through_text(prompts)
             elif c.use_teacher_demos:
