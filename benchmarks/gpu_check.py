@@ -305,6 +305,10 @@ def report(results: list[RunResult], sizes_name: str, env: dict[str, Any], argv:
         "memory plan GB",
     ]
     memory = results[0].memory_measure if results else ""
+    if memory.startswith("torch.cuda"):
+        overhead = "The plan's total includes about 0.6 GB of CUDA context, which torch's allocator does not count."
+    else:
+        overhead = "The process's RSS includes Python and its libraries (about 0.5 GB), which the plan does not count."
     lines = [
         f"Machine: {machine_line(env)}",
         "",
@@ -312,8 +316,7 @@ def report(results: list[RunResult], sizes_name: str, env: dict[str, Any], argv:
         "",
         table(header, rows),
         "",
-        f"Peak memory: {memory}, per process. The memory plan's total includes about 0.6 GB of CUDA context "
-        "that torch's allocator does not count.",
+        f"Peak memory: {memory}, per process. {overhead}",
     ]
     lines += [f"- {note}" for note in notes]
     return "\n".join(lines)
