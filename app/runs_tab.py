@@ -183,7 +183,7 @@ def build(ctx: AppContext, owner: gr.BrowserState) -> None:
     with gr.Row():
         show = gr.Button("Overlay", elem_id="btn-runs-overlay")
         export = gr.Button("Export metrics as CSV (run, step, metric, value)", elem_id="btn-runs-export")
-    csv_file = gr.File(label="Metrics CSV", elem_id="runs-csv", interactive=False)
+    csv_file = gr.File(label="Metrics CSV", elem_id="runs-csv", interactive=False, height=70)
     with gr.Row():
         reward_plot, kl_plot = gr.Plot(elem_id="runs-plot-reward"), gr.Plot(elem_id="runs-plot-kl")
     with gr.Row():
