@@ -46,7 +46,7 @@ def _gap(student, teacher, texts) -> float:
 
 
 def test_uld_lowers_the_gap_to_a_teacher_with_another_tokenizer(tmp_path):
-    """Measured (8 steps): gap 1.65 -> 0.61 with uld, 1.65 -> 1.56 with distill_coef 0."""
+    """Measured (6 steps, loaded 2-core machine): gap 1.65 -> 0.70 with uld, 1.65 -> 1.57 with distill_coef 0."""
     from families import causal_lm
 
     from tnd_core import CustomPPOTrainer
