@@ -128,3 +128,17 @@ def test_ui_overhead_quick(tiny_bundle, tmp_path):
     assert stop["stopped_at"] >= stop["job_step_at_click"] >= 1
     assert ui["cpu_s_per_step"]["app server"] > 0 and ui["cpu_s_per_step"]["browser"] > 0
     assert "Stop click to job stopped" in (tmp_path / "bench_ui_overhead.md").read_text()
+
+
+@pytest.mark.slow
+def test_memory_plan_quick(tmp_path):
+    from benchmarks import memory_plan
+
+    assert memory_plan.main(["--quick", "--out-dir", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "bench_memory_plan.json").read_text())
+    points = {p["name"]: p for p in data["points"]}
+    assert set(points) == set(memory_plan.CONFIGURATIONS)
+    for p in points.values():
+        assert p["measured_gb"] > 0 and p["planned_gb"] > 0 and math.isfinite(p["error"])
+    assert points["lora"]["trainable_parameters"] < points["full"]["trainable_parameters"]
+    assert "LoRA against full fine-tuning" in (tmp_path / "bench_memory_plan.md").read_text()

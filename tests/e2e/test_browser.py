@@ -203,3 +203,24 @@ def test_train_watch_pause_resume_compare_stop(browser, app):
     )
     viewer_ctx.close()
     owner_ctx.close()
+
+
+def test_the_memory_plan_next_to_start_follows_the_form_and_refuses_a_run_too_big(browser, app):
+    url, _ = app
+    context = browser.new_context(viewport=VIEWPORT)
+    page = open_app(context, url)
+    go(page, "Train")
+    plan_says = "(text) => document.querySelector('#train-memory-plan').innerText.includes(text)"
+    page.wait_for_function(plan_says, arg="fits", timeout=60_000)
+    go(page, "Config")
+    for name, value in (("batch_size", 4096), ("mini_batch_size", 4096), ("max_new_tokens", 4096)):
+        set_option(page, name, value, accordion="Generation" if name == "max_new_tokens" else None)
+    go(page, "Train")
+    page.wait_for_function(plan_says, arg="will not fit", timeout=60_000)
+    assert "gradient_checkpointing=True" in page.locator("#train-memory-plan").inner_text()
+    shoot(page, "train_memory_plan.png")
+    page.locator("#btn-start").click()
+    page.wait_for_function(
+        "() => document.querySelector('#train-message').innerText.includes('memory_check')", timeout=30_000
+    )
+    context.close()

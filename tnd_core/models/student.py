@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import warnings
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Iterator, Protocol, runtime_checkable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -193,6 +194,14 @@ def lora_targets(model_type: str | None, linear_names: list[str], spec: str) -> 
     return names
 
 
+@contextlib.contextmanager
+def _peft_deprecations_silenced() -> Iterator[None]:
+    """peft 0.21 still asks transformers 5's deprecated is_gradient_checkpointing: nothing for users to act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
 def is_lora_target(module_name: str, targets: list[str] | str) -> bool:
     """Whether peft puts an adapter on the module called `module_name` (a full name) for `targets`: one of
     them is the name or its end after a dot; 'all-linear' adapts every linear layer."""
@@ -220,9 +229,7 @@ def add_lora_adapters(student: "StudentModel", r: int, alpha: int, dropout: floa
         target_modules=targets,
         fan_in_fan_out=fan_in_fan_out,
     )
-    with warnings.catch_warnings():
-        # peft 0.21 still asks transformers 5's deprecated is_gradient_checkpointing; nothing for users to act on
-        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    with _peft_deprecations_silenced():
         student.pretrained_model = get_peft_model(model, lora)
 
 
@@ -280,7 +287,8 @@ def merge_adapters(adapter_folder: str | Path, output_folder: str | Path) -> Pat
     adapter_folder, output_folder = Path(adapter_folder), Path(output_folder)
     if not (adapter_folder / ADAPTER_CONFIG_FILE).is_file():
         raise ConfigError("adapter folder", str(adapter_folder), f"must hold LoRA adapters ({ADAPTER_CONFIG_FILE})")
-    merged = AutoPeftModelForCausalLM.from_pretrained(str(adapter_folder)).merge_and_unload()
+    with _peft_deprecations_silenced():
+        merged = AutoPeftModelForCausalLM.from_pretrained(str(adapter_folder)).merge_and_unload()
     merged.save_pretrained(output_folder)
     for item in adapter_folder.iterdir():
         # the tokenizer and the value head travel with the merged weights; the adapters do not
