@@ -36,6 +36,7 @@ from tnd_core.events import RolloutEvent, StepEvent
 WORDS = "the a movie film plot actor story was is very not and but bad dull fun good great".split()
 TARGET = "great"
 EOS = "<|endoftext|>"
+EPOCHS = 2  # the reward takes off after about 20 steps of 16 prompts
 
 # What TRL 0.11.4's PPOTrainer.step returned under these names, for the quantities computed here too.
 TRL_STEP_STATS = {
@@ -179,7 +180,7 @@ def test_classic_sentiment_loop_raises_the_reward(gpt2_folder, tmp_path):
     output_length_sampler = LengthSampler(8, 12)
 
     mean_rewards, all_stats = [], []
-    for _epoch in range(2):
+    for _epoch in range(EPOCHS):
         for batch in ppo_trainer.dataloader:
             query_tensors = batch["input_ids"]
             response_tensors = ppo_trainer.generate(
@@ -194,7 +195,7 @@ def test_classic_sentiment_loop_raises_the_reward(gpt2_folder, tmp_path):
             mean_rewards.append(float(torch.stack(rewards).mean()))
             all_stats.append(stats)
 
-    assert len(mean_rewards) == 2 * (len(dataset) // config.batch_size)
+    assert len(mean_rewards) == EPOCHS * (len(dataset) // config.batch_size)
     start, end = np.mean(mean_rewards[:5]), np.mean(mean_rewards[-5:])
     assert end > start + 1.0 and end > 2 * start, mean_rewards
     for stats in all_stats:
@@ -312,3 +313,19 @@ def test_saved_value_head_of_trl_is_loaded(gpt2_folder, tmp_path):
     loaded = AutoModelForCausalLMWithValueHead.from_pretrained(folder)
     assert torch.equal(loaded.v_head.summary.bias, torch.tensor([2.0]))
     assert torch.equal(loaded.v_head.summary.weight, torch.full((1, 32), 0.5))
+
+
+def test_lora_through_the_classic_calls(gpt2_folder, tmp_path):
+    """use_lora on PPOConfig: adapters and the value head train, the reference is the model without adapters."""
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(gpt2_folder)
+    config = PPOConfig(use_lora=True, batch_size=2, mini_batch_size=2, learning_rate=1e-2, output_dir=str(tmp_path))
+    model = AutoModelForCausalLMWithValueHead.from_pretrained(gpt2_folder)
+    trainer = PPOTrainer(config, model, None, tokenizer)
+    trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in name or name.startswith("v_head.") for name in trainable)
+    query = torch.tensor(tokenizer.encode("the movie"))
+    responses = trainer.generate([query, query], return_prompt=False, max_new_tokens=4, min_new_tokens=4)
+    stats = trainer.step([query, query], responses, [1.0, 0.0])
+    assert all(math.isfinite(stats[name]) for name in TRL_STEP_STATS)
+    with pytest.raises(TndError, match="generate_ref_response"):
+        trainer.generate([query], generate_ref_response=True, max_new_tokens=2)

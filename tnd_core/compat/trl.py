@@ -86,7 +86,6 @@ NO_OP_VALUES: dict[str, tuple[Any, ...]] = {
     "forward_batch_size": (None,),
     "world_size": (None,),
     "compare_steps": (1,),
-    "gradient_checkpointing": (False,),
     "is_encoder_decoder": (None, False),
     "is_peft_model": (None, False),
     "backward_batch_size": (None,),
@@ -151,7 +150,7 @@ class AutoModelForCausalLMWithValueHead(StudentModel):
         if kwargs.pop("peft_config", None) is not None:
             raise TndError(
                 "peft_config: LoRA is configured on the trainer here, not on the model; drop peft_config and set "
-                "use_lora (with lora_r, lora_alpha, lora_target_modules) in the config"
+                "use_lora (with lora_r, lora_alpha, lora_dropout, lora_target_modules) in the config"
             )
         if any(kwargs.get(flag) for flag in ("load_in_8bit", "load_in_4bit")):
             raise TndError("load_in_8bit / load_in_4bit: quantised students are not supported; load in bf16 instead")
@@ -390,8 +389,11 @@ class PPOTrainer(CustomPPOTrainer):
         bad = next((i for i, q in enumerate(queries) if not isinstance(q, torch.Tensor) or q.ndim != 1), None)
         if bad is not None or not queries:
             raise ConfigError("query_tensor", f"item {bad}", "must be a non-empty list of 1-D tensors of token ids")
-        if generate_ref_response and self.ref_model is None:
-            raise TndError("generate_ref_response: this run has no reference model (kl_reference=teacher)")
+        if generate_ref_response and not hasattr(self.ref_model, "generate"):
+            raise TndError(
+                "generate_ref_response: the reference here does not generate (with kl_reference=teacher there is "
+                "none; with use_lora it is the model with its adapters switched off); drop generate_ref_response"
+            )
         if single:
             batch_size, remove_padding = 1, False  # TRL generated a single query unpadded and uncut
         options = (length_sampler, batch_size, return_prompt, remove_padding, generation_kwargs)
