@@ -546,7 +546,9 @@ class MetricsTable:
         self.steps.append(step)
         for key, value in values.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                self.columns.setdefault(key, [float("nan")] * n).append(float(value))
+                if key not in self.columns:
+                    self.columns[key] = [float("nan")] * n
+                self.columns[key].append(float(value))
         for series in self.columns.values():
             if len(series) == n:
                 series.append(float("nan"))

@@ -106,7 +106,7 @@ def test_a_run_killed_with_its_server_is_interrupted_then_resumed_and_overlaid(b
     (tmp_path / "first").mkdir()
     (tmp_path / "second").mkdir()
 
-    with running_app(tmp_path / "first", env=env) as url:
+    with running_app(tmp_path / "first", timeout_s=360, env=env) as url:
         client = Client(url, verbose=False)
         assert client.predict("tester", BASELINE, api_name="/start_training").startswith("started")
         wait_for(client, lambda s: s["state"] == "completed", 120, "the baseline run to complete")
@@ -123,7 +123,7 @@ def test_a_run_killed_with_its_server_is_interrupted_then_resumed_and_overlaid(b
     killed_at = runs.read_run(long_run)
     assert killed_at.status == "interrupted" and killed_at.checkpoints
 
-    with running_app(tmp_path / "second", env=env) as url:
+    with running_app(tmp_path / "second", timeout_s=360, env=env) as url:
         context, page = open_runs_tab(browser, url)
         assert "interrupted" in row_of(page, "long"), row_of(page, "long")
         page.locator("#runs-pick input").click()
