@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -21,6 +22,10 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ARTIFACTS = REPO / "tests" / "artifacts"
 DOC_SHOTS = REPO / "docs" / "screenshots"
+# rows of a gr.Dataframe: Gradio 6 marks each cell with its row's index
+TABLE_ROWS_JS = """(id) => new Set(
+  [...document.querySelectorAll(`#${id} [data-row]`)].map(cell => cell.getAttribute('data-row'))
+).size"""
 PLOT_POINTS_JS = """(id) => {
   const div = document.querySelector(`#${id} .js-plotly-plot`);
   if (!div || !div.data) return 0;
@@ -46,7 +51,8 @@ def browser():
 @pytest.fixture(scope="module")
 def app(tiny_bundle, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("app")
-    with running_app(workdir) as url:
+    # this app's runs live in its workdir: its checkpoints are the only ones Compare offers
+    with running_app(workdir, env={"TND_RUNS_ROOT": str(workdir / "runs")}) as url:
         yield url, workdir
 
 
@@ -173,9 +179,11 @@ def test_train_watch_pause_resume_compare_stop(browser, app):
     viewer.wait_for_function(
         "() => document.querySelector('#compare-note').innerText.includes('current run at step')", timeout=90_000
     )
-    assert viewer.locator("#compare-teacher textarea").input_value().strip()
-    assert "reward" in viewer.locator("#compare-teacher-score").inner_text()
-    assert "reward" in viewer.locator("#compare-student-score").inner_text()
+    assert "Left: teacher" in viewer.locator("#compare-note").inner_text()
+    for side in ("left", "right"):
+        assert "reward" in viewer.locator(f"#compare-{side}-score").inner_text()
+        table = f"compare-{side}"
+        wait_until(lambda: viewer.evaluate(TABLE_ROWS_JS, table) == 4, 30, f"four samples on the {side}")
     shoot(viewer, "compare_tab.png")
 
     # a reload keeps ownership: the browser's token reattaches it to its job
@@ -196,6 +204,16 @@ def test_train_watch_pause_resume_compare_stop(browser, app):
     checkpoints = sorted(workdir.rglob("checkpoint-*"))
     assert checkpoints, "Stop writes a checkpoint"
     viewer.wait_for_function("() => !document.querySelector('#btn-start').disabled", timeout=60_000)
+
+    # the run's checkpoint against the teacher, picked from the runs on disk
+    viewer.locator("#compare-left-model input").click()
+    viewer.get_by_role("option", name=re.compile(r"checkpoint-\d+$")).first.click()
+    viewer.locator("#btn-compare").click()
+    viewer.wait_for_function(
+        "() => /Left: checkpoint-\\d+ of run/.test(document.querySelector('#compare-note').innerText)", timeout=90_000
+    )
+    wait_until(lambda: viewer.evaluate(TABLE_ROWS_JS, "compare-left") == 4, 30, "the checkpoint's samples")
+    shoot(viewer, "compare_checkpoint.png")
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "browser_timings.json").write_text(
