@@ -142,3 +142,28 @@ def test_memory_plan_quick(tmp_path):
         assert p["measured_gb"] > 0 and p["planned_gb"] > 0 and math.isfinite(p["error"])
     assert points["lora"]["trainable_parameters"] < points["full"]["trainable_parameters"]
     assert "LoRA against full fine-tuning" in (tmp_path / "bench_memory_plan.md").read_text()
+
+
+@pytest.mark.slow
+def test_gpu_check_tiny_on_cpu(tmp_path, monkeypatch):
+    """The GPU check's whole path (full fine-tuning, then LoRA) at tiny sizes on the CPU, checks included."""
+    import torch
+
+    from benchmarks import gpu_check
+
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "true")  # gpu_check sets it for --device cpu: undone after the test
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # its KL check compares fixed-seed runs: one thread keeps them reproducible
+    try:
+        assert gpu_check.main(["--device", "cpu", "--tiny", "--out-dir", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    data = json.loads((tmp_path / "bench_gpu.json").read_text())
+    assert [r["name"] for r in data["runs"]] == ["full fine-tuning", "LoRA"] and data["problems"] == []
+    for r in data["runs"]:
+        assert r["steps"] == gpu_check.TINY.steps and r["losses_finite"]
+        assert r["samples_per_s"] > 0 and r["tokens_per_s"] > 0 and 0 < r["generation_share"] < 1
+        assert r["teacher_student_kl_last"] < r["teacher_student_kl_first"]
+        assert r["peak_memory_gb"] > 0 and r["planned_memory_gb"] > 0
+    assert "2-process run: not run" in (tmp_path / "bench_gpu.md").read_text()
+    assert gpu_check.main(["--device", "cpu", "--tiny"]) == 2, "tiny numbers must not overwrite docs/"
