@@ -61,11 +61,12 @@ def make_runs(root: Path, n_runs: int, n_steps: int, seed: int = 0) -> None:
         log(StatusEvent(n_steps, "completed"))
     # the others are copies (writing 1,000 steps through the log takes seconds a run); each gets its own
     # creation time, as the listing sorts on it
+    last_created = max(runs.read_run(p).created or 0 for p in root.iterdir())
     for i in range(WRITTEN_RUNS, n_runs):
         folder = root / f"run-{i:03d}"
         shutil.copytree(root / f"run-{i % WRITTEN_RUNS:03d}", folder)
         status = runs._read_json(folder / runs.STATUS_FILE)
-        runs.write_json(folder / runs.STATUS_FILE, {**status, "created": status["created"] + i})
+        runs.write_json(folder / runs.STATUS_FILE, {**status, "created": last_created + i})
 
 
 def clear_cache() -> None:

@@ -523,3 +523,24 @@ def test_export_csv_and_diff_frame_of_the_runs_tab(tmp_path):
     assert frame.values.tolist() == [["learning_rate", "0.001", "0.002"]]
     table = runs_tab.runs_frame(services.run_records(ctx))
     assert list(table.columns[:5]) == ["name", "run", "status", "steps done", "of"] and len(table) == 2
+
+
+def test_the_listing_benchmarks_runs_are_listed_with_what_their_writer_wrote(tmp_path):
+    from benchmarks.runs_listing import WRITTEN_RUNS, make_runs
+
+    make_runs(tmp_path, WRITTEN_RUNS + 2, 250)
+    records = runs.list_runs(tmp_path)
+    assert len(records) == WRITTEN_RUNS + 2
+    assert [r.name for r in records][:2] == [f"run-{WRITTEN_RUNS + 1:03d}", f"run-{WRITTEN_RUNS:03d}"]  # newest first
+    for record in records:
+        assert (record.status, record.steps_done, record.total_steps) == ("completed", 250, 250)
+        assert record.checkpoints == [250] and record.last_checkpoint == record.path / "checkpoint-250"
+        assert record.duration_s == pytest.approx(125.0)
+        rows = step_rows(record.path)
+        assert len(rows) == 250 and record.final_reward == pytest.approx(rows[-1][S.REWARD_MEAN])
+        assert record.eval_metrics == {
+            "eval/words_acquired": 200.0,
+            "eval/perplexity": pytest.approx(
+                [r for r in metric_rows(record.path) if "eval/perplexity" in r][-1]["eval/perplexity"]
+            ),
+        }
