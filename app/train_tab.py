@@ -9,6 +9,7 @@ they changed); plots, tables and the log are redrawn when new steps arrived, at 
 from __future__ import annotations
 
 import html
+import itertools
 import math
 import threading
 import time
@@ -217,8 +218,17 @@ def build(ctx: AppContext, form: Form, owner: gr.BrowserState, check_summary: gr
         pause = gr.Button("Pause", interactive=False, elem_id="btn-pause")
         resume = gr.Button("Resume", interactive=False, elem_id="btn-resume")
         stop = gr.Button("Stop", variant="stop", interactive=False, elem_id="btn-stop")
-    # next to Start: the verdict, what would make the run fit, and the parts (computed on each page load)
-    plan_box = gr.Markdown(lambda: memory_plan_markdown(ctx, ctx.initial_config()), elem_id="train-memory-plan")
+    # next to Start: the verdict, what would make the run fit, and the parts, made on each page load and as the
+    # form changes. Gradio also calls a value function once while building the page: that call is answered
+    # without planning, whose imports (transformers, peft) would hold up the app's start.
+    page_loads = itertools.count()
+
+    def plan_on_load() -> str:
+        if next(page_loads) == 0:
+            return "**Memory plan**: made when the page loads."
+        return memory_plan_markdown(ctx, ctx.initial_config())
+
+    plan_box = gr.Markdown(plan_on_load, elem_id="train-memory-plan")
     message = gr.Markdown("", elem_id="train-message")
     role_note = gr.Markdown("", elem_id="train-role")
     progress = gr.HTML(progress_html(ctx.runner.store.snapshot()))
