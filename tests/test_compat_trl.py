@@ -10,7 +10,12 @@ trainer's dataloader, generate, decode, score, step, log_stats.
 from __future__ import annotations
 
 import math
+import os
 import random
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -329,3 +334,58 @@ def test_lora_through_the_classic_calls(gpt2_folder, tmp_path):
     assert all(math.isfinite(stats[name]) for name in TRL_STEP_STATS)
     with pytest.raises(TndError, match="generate_ref_response"):
         trainer.generate([query], generate_ref_response=True, max_new_tokens=2)
+
+
+TWO_PROCESS_WORKER = """
+import json, sys
+from pathlib import Path
+import torch
+sys.path[:0] = [{repo!r}, {tests!r}]
+torch.set_num_threads(1)
+from transformers import PreTrainedTokenizerFast
+from test_compat_trl import build_dataset, collator
+from tnd_core.compat.trl import AutoModelForCausalLMWithValueHead, PPOConfig, PPOTrainer
+from tnd_core.events import StepEvent
+
+out, folder = Path(sys.argv[1]), sys.argv[2]
+tokenizer = PreTrainedTokenizerFast.from_pretrained(folder)
+tokenizer.pad_token = tokenizer.eos_token
+config = PPOConfig(batch_size=4, mini_batch_size=2, ppo_epochs=1, learning_rate=1e-2, output_dir=str(out / "run"))
+events = []
+trainer = PPOTrainer(config, AutoModelForCausalLMWithValueHead.from_pretrained(folder), None, tokenizer,
+                     dataset=build_dataset(tokenizer, n=16), data_collator=collator, callbacks=[events.append])
+rank, queries, rewards = trainer.accelerator.process_index, [], []
+for step, batch in zip(range(2), trainer.dataloader):
+    responses = trainer.generate(batch["input_ids"], return_prompt=False, max_new_tokens=3, do_sample=True)
+    scores = [float(rank * 10 + step + i) for i in range(len(responses))]
+    stats = trainer.step(batch["input_ids"], responses, scores)
+    trainer.log_stats(stats, batch, scores)
+    queries += batch["query"]
+    rewards.append(scores)
+weights = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+logged = [e.stats["env/reward_mean"] for e in events if isinstance(e, StepEvent)]
+torch.save({{"weights": weights, "queries": queries, "rewards": rewards, "logged": logged,
+             "kl_coef": trainer.kl_ctl.value}}, out / f"rank{{rank}}.pt")
+"""
+
+
+@pytest.mark.slow
+def test_classic_loop_on_two_cpu_processes(gpt2_folder, tmp_path):
+    """Under torchrun: the dataloader splits the data, log_stats averages every process's rewards, weights agree."""
+    repo = Path(__file__).resolve().parents[1]
+    script = tmp_path / "worker.py"
+    script.write_text(TWO_PROCESS_WORKER.format(repo=str(repo), tests=str(repo / "tests")))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
+    proc = subprocess.run([*cmd, str(script), str(tmp_path), gpt2_folder], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    assert len(ranks[0]["queries"]) == len(ranks[1]["queries"]) == 8
+    assert ranks[0]["queries"] != ranks[1]["queries"]  # each process reads its own slice of every batch
+    assert torch.equal(ranks[0]["weights"], ranks[1]["weights"])  # gradients averaged across processes
+    assert ranks[0]["kl_coef"] == ranks[1]["kl_coef"]
+    both = [np.mean(ranks[0]["rewards"][step] + ranks[1]["rewards"][step]) for step in range(2)]
+    assert ranks[0]["logged"] == pytest.approx(both) and ranks[1]["logged"] == []  # events from the main process
