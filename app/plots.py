@@ -240,6 +240,10 @@ OVERLAY_GROUPS = (
 )
 
 
+# room under the x-axis title for a legend of a line per run and statistic
+OVERLAY_LAYOUT = dict(height=380, margin=dict(l=50, r=20, t=40, b=60), legend=dict(orientation="h", y=-0.3))
+
+
 def run_color(index: int) -> str:
     """The colour of the `index`-th run in every side-by-side figure."""
     return RUN_COLORS[index % len(RUN_COLORS)]
@@ -275,13 +279,13 @@ def overlay_figures(series: Sequence[Any], x_title: str, eval_metric: str | None
     figures = []
     for title, yaxis, names in OVERLAY_GROUPS:
         fig = _empty(title, yaxis)
-        fig.update_layout(xaxis_title=x_title, uirevision=f"overlay-{title}")
+        fig.update_layout(xaxis_title=x_title, uirevision=f"overlay-{title}", **OVERLAY_LAYOUT)
         for i, run in enumerate(series):
             _overlay_lines(fig, i, run.label, run.x, run.columns, names)
         figures.append(fig)
     shown = eval_metric or EVAL_FIRST
     fig = _empty(f"Evaluation: {shown.removeprefix(stat.EVAL_PREFIX)}", "value")
-    fig.update_layout(xaxis_title=x_title, uirevision="overlay-eval")
+    fig.update_layout(xaxis_title=x_title, uirevision="overlay-eval", **OVERLAY_LAYOUT)
     for i, run in enumerate(series):
         _overlay_lines(fig, i, run.label, run.eval_x, run.evals, {shown: shown})
     figures.append(fig)

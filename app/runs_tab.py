@@ -183,7 +183,7 @@ def build(ctx: AppContext, owner: gr.BrowserState) -> None:
     with gr.Row():
         show = gr.Button("Overlay", elem_id="btn-runs-overlay")
         export = gr.Button("Export metrics as CSV (run, step, metric, value)", elem_id="btn-runs-export")
-    csv_file = gr.File(label="Metrics CSV", elem_id="runs-csv", interactive=False, height=70)
+    csv_file = gr.File(label="Metrics CSV", elem_id="runs-csv", interactive=False, visible=False)
     with gr.Row():
         reward_plot, kl_plot = gr.Plot(elem_id="runs-plot-reward"), gr.Plot(elem_id="runs-plot-kl")
     with gr.Row():
@@ -297,9 +297,9 @@ def build(ctx: AppContext, owner: gr.BrowserState) -> None:
 
     def on_export(selected: list[str] | None) -> list[Any]:
         try:
-            return [gr.update(value=export_csv(ctx, selected or [])), gr.update(value="")]
+            return [gr.update(value=export_csv(ctx, selected or []), visible=True), gr.update(value="")]
         except TndError as exc:
-            return [gr.update(value=None), gr.update(value=f"❌ {ctx.policy.redact(str(exc))}")]
+            return [gr.update(value=None, visible=False), gr.update(value=f"❌ {ctx.policy.redact(str(exc))}")]
 
     export.click(on_export, inputs=chosen, outputs=[csv_file, note], concurrency_limit=1, concurrency_id="runs-export")
 
