@@ -21,7 +21,14 @@ import plotly.graph_objects as go
 
 from tnd_core import runs
 from tnd_core import stats as stat
-from tnd_core.evaluation.acquisition import ACQUIRED, KNOWN_AT_START, UNSCORED, acquisition_ages, age_order
+from tnd_core.evaluation.acquisition import (
+    ACQUIRED,
+    KNOWN_AT_START,
+    NOT_ACQUIRED,
+    UNSCORED,
+    acquisition_ages,
+    age_order,
+)
 from tnd_core.evaluation.word_log import (
     WORD_FREQUENCY_FILE,
     WORD_SURPRISAL_FILE,
@@ -46,7 +53,7 @@ TABLE_COLUMNS = [
     "demos",
     "trials",
 ]
-MAX_HEATMAP_WORDS = 300
+MAX_HEATMAP_WORDS = 80  # rows stay readable; the table and the CSVs hold every word
 CURVE_COLORS = ("#4f46e5", "#dc2626", "#16a34a", "#d97706", "#0891b2", "#9333ea", "#db2777", "#65a30d")
 
 
@@ -234,6 +241,8 @@ def heatmap_figure(run: RunWords, words: Sequence[str]) -> go.Figure:
     """Words x evaluations coloured by surprisal, earliest-acquired word on top, with log10(1 + count) of
     each word in the corpus, the demos and the trials in a panel beside it."""
     names, steps, values = heatmap_data(run, words)
+    scored = sum(1 for w in words if w in run.history.surprisal)
+    shown = f"the first {len(names)} of {scored} words" if scored > len(names) else f"{len(names)} words"
     counts = [[math.log10(1 + getattr(run.frequencies, kind).get(w, 0)) for kind in FREQUENCY_KINDS] for w in names]
     raw = [[getattr(run.frequencies, kind).get(w, 0) for kind in FREQUENCY_KINDS] for w in names]
     fig = go.Figure()
@@ -263,9 +272,9 @@ def heatmap_figure(run: RunWords, words: Sequence[str]) -> go.Figure:
         )
     )
     fig.update_layout(
-        title=f"Surprisal by evaluation, words by acquisition age ({len(names)} words)",
+        title=f"Surprisal by evaluation, words by acquisition age ({shown})",
         uirevision="word-heatmap",
-        height=max(360, 60 + 14 * len(names)),
+        height=max(360, 80 + 12 * len(names)),
         margin=dict(l=90, r=20, t=40, b=40),
         xaxis=dict(domain=[0.0, 0.7], title="step", type="category"),
         xaxis2=dict(domain=[0.8, 0.95], anchor="y", title="frequency"),
@@ -284,28 +293,48 @@ def scatter_table(table_a: pd.DataFrame, table_b: pd.DataFrame, column: str = "a
     return joined[["word", "age_a", "age_b", "status_a", "status_b"]].reset_index(drop=True)
 
 
-def scatter_figure(pairs: pd.DataFrame, name_a: str, name_b: str, unit: str = "step") -> go.Figure:
-    """Each word's acquisition age in run A against run B (both acquired, or known at start), with the
-    diagonal: a word above it was acquired earlier in A."""
-    both = pairs.dropna(subset=["age_a", "age_b"])
-    both = both[both["status_a"].isin([ACQUIRED, KNOWN_AT_START]) & both["status_b"].isin([ACQUIRED, KNOWN_AT_START])]
+def not_acquired_position(run_a: RunWords, run_b: RunWords, x_axis: str = "step") -> float | None:
+    """Where the scatter puts "not acquired": 1.5 times the later of the two runs' last evaluations (in
+    steps, or in student tokens; None without the token record)."""
+    lasts = [_x_values(run.history.steps[-1:], run.token_steps, x_axis)[0] for run in (run_a, run_b)]
+    return 1.5 * max(lasts) if None not in lasts else None
+
+
+def scatter_figure(
+    pairs: pd.DataFrame, name_a: str, name_b: str, unit: str = "step", not_acquired_at: float | None = None
+) -> go.Figure:
+    """Each word's acquisition age in run A against run B, with the diagonal: a word above it was acquired
+    earlier in A. Words acquired (or known at start) in one run only sit on the line `not_acquired_at`
+    (past both runs' last evaluation) of the other, when it is given."""
+    timed = pairs["status_a"].isin([ACQUIRED, KNOWN_AT_START]) & pairs["status_b"].isin([ACQUIRED, KNOWN_AT_START])
+    both = pairs[timed]
     fig = go.Figure()
-    fig.add_trace(
-        go.Scatter(
-            x=both["age_a"].tolist(),
-            y=both["age_b"].tolist(),
-            text=both["word"].tolist(),
-            mode="markers",
-            name="words",
-            hovertemplate="%{text}: %{x:.0f} in A, %{y:.0f} in B<extra></extra>",
-        )
-    )
-    if len(both):
-        low = float(min(both["age_a"].min(), both["age_b"].min()))
-        high = float(max(both["age_a"].max(), both["age_b"].max()))
+    groups = [("acquired in both", both, both["age_a"], both["age_b"], "circle")]
+    if not_acquired_at:
+        only_a = pairs[pairs["status_a"].isin([ACQUIRED, KNOWN_AT_START]) & (pairs["status_b"] == NOT_ACQUIRED)]
+        only_b = pairs[pairs["status_b"].isin([ACQUIRED, KNOWN_AT_START]) & (pairs["status_a"] == NOT_ACQUIRED)]
+        edge_a, edge_b = [not_acquired_at] * len(only_a), [not_acquired_at] * len(only_b)
+        groups.append(("in A only, at the top", only_a, only_a["age_a"], edge_a, "triangle-up"))
+        groups.append(("in B only, at the right", only_b, edge_b, only_b["age_b"], "triangle-right"))
+    for label, rows, xs, ys, symbol in groups:
+        if len(rows):
+            fig.add_trace(
+                go.Scatter(
+                    x=[float(v) for v in xs],
+                    y=[float(v) for v in ys],
+                    text=rows["word"].tolist(),
+                    mode="markers",
+                    marker=dict(symbol=symbol, size=9),
+                    name=f"{label} ({len(rows)})",
+                    hovertemplate="%{text}: %{x:.3g} in A, %{y:.3g} in B<extra></extra>",
+                )
+            )
+    ages = [float(v) for v in (*both["age_a"], *both["age_b"])] + ([not_acquired_at] if not_acquired_at else [])
+    if ages:
+        low, high = min(ages), max(ages)
         fig.add_trace(go.Scatter(x=[low, high], y=[low, high], mode="lines", name="same age", line=dict(dash="dash")))
     fig.update_layout(
-        title=f"Acquisition age ({unit}): {len(both)} words acquired in both",
+        title=f"Acquisition age ({unit}): {len(both)} words acquired in both runs",
         uirevision="word-scatter",
         height=420,
         margin=dict(l=60, r=20, t=40, b=50),

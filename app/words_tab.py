@@ -173,7 +173,7 @@ def build(ctx: AppContext) -> None:
             return wp.curves_figure_empty("Pick run B (a run with a word record) to compare ages")
         unit = "age_tokens" if axis == "student tokens" else "age_step"
         pairs = wp.scatter_table(shown_table(run_a, chosen_set), shown_table(run_b, chosen_set), unit)
-        return wp.scatter_figure(pairs, name, other, axis)
+        return wp.scatter_figure(pairs, name, other, axis, wp.not_acquired_position(run_a, run_b, axis))
 
     main_outputs = [summary, words, curves, heatmap, table]
     main_inputs = [run_pick, method, word_set, x_axis, words, other_pick]

@@ -111,3 +111,14 @@ def test_ages_of_many_words_and_their_order():
     ages = acquisition_ages(STEPS, curves, 7.0, "sigmoid")
     assert ages["early"].age < ages["late"].age
     assert age_order(ages) == ["known", "early", "late", "never", "gone"]
+
+
+def test_a_fall_before_the_first_evaluation_gets_no_sigmoid_age():
+    # 'big' in a 20-step tiny-bundle TnD run: most of the fall happened before the first evaluation, so
+    # the best sigmoid puts its midpoint on the first step; the age is the threshold crossing instead
+    steps = [2, 4, 6, 8, 10, 12, 14, 16, 18, 20]
+    big = [7.679, 6.455, 6.126, 6.38, 6.697, 6.288, 6.269, 5.889, 5.921, 5.949]
+    fit = fit_sigmoid(steps, big)
+    assert fit.midpoint_step == pytest.approx(2.0) and fit.r2 > 0.5
+    age = acquisition_age(steps, big, 7.0, "sigmoid")
+    assert age.method == "threshold" and age.status == ACQUIRED and 2.0 < age.age < 4.0

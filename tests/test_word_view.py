@@ -225,15 +225,20 @@ def test_scatter_pairs_the_ages_of_two_runs(tmp_path):
 
     (tmp_path / "tnd").mkdir()
     (tmp_path / "clm").mkdir()
-    _write_run(tmp_path / "tnd", {"dog": 20.0, "cat": 60.0, "sun": 150.0})
-    _write_run(tmp_path / "clm", {"dog": 80.0, "cat": 60.0, "moon": 50.0})
+    _write_run(tmp_path / "tnd", {"dog": 20.0, "cat": 60.0, "sun": 150.0, "star": 30.0})
+    _write_run(tmp_path / "clm", {"dog": 80.0, "cat": 60.0, "moon": 50.0, "star": 5000.0})
     a, b = wp.read_run_words(tmp_path / "tnd"), wp.read_run_words(tmp_path / "clm")
     pairs = wp.scatter_table(a.table, b.table).set_index("word")
-    assert sorted(pairs.index) == ["cat", "dog"]  # scored in both runs
+    assert sorted(pairs.index) == ["cat", "dog", "star"]  # scored in both runs
     assert pairs.loc["dog", "age_a"] < pairs.loc["dog", "age_b"]
     assert pairs.loc["cat", "age_a"] == pytest.approx(pairs.loc["cat", "age_b"])
-    fig = wp.scatter_figure(pairs.reset_index(), "tnd", "clm")
-    assert sorted(fig.data[0].text) == ["cat", "dog"]
+    assert pairs.loc["star", "status_b"] == "not acquired"
+    edge = wp.not_acquired_position(a, b)
+    assert edge == 300.0  # 1.5 x the last evaluation, step 200
+    fig = wp.scatter_figure(pairs.reset_index(), "tnd", "clm", not_acquired_at=edge)
+    both, only_a = fig.data[0], fig.data[1]
+    assert sorted(both.text) == ["cat", "dog"]
+    assert list(only_a.text) == ["star"] and list(only_a.y) == [300.0] and only_a.name.startswith("in A only")
 
 
 def test_csv_exports_round_trip(tmp_path):

@@ -9,9 +9,10 @@ otherwise. The age of an acquired word is, by `method`:
 - ``"sigmoid"`` (Chang and Bergen's neural age of acquisition): a sigmoid in log10(step) is fitted by
   least squares, `s(x) = final + (initial - final) / (1 + exp(k * (x - m)))`, and the age is `10**m`,
   the step where the fit is halfway between its initial and final levels. The fit is used when there are
-  at least 4 scored evaluations, it falls (initial > final, k > 0), its midpoint lies within the
-  evaluated steps and it explains at least half of the variance (R^2 >= 0.5); otherwise the threshold
-  age is given, and `method` of the result says so.
+  at least 4 scored evaluations, it falls (initial > final, k > 0), its midpoint lies strictly between
+  the first and last evaluated steps (on their edge, the fall lies outside them) and it explains at
+  least half of the variance (R^2 >= 0.5); otherwise the threshold age is given, and `method` of the
+  result says so.
 
 A known-at-start word's age is its first evaluated step; a word not acquired has no age.
 """
@@ -140,7 +141,8 @@ def sigmoid_age(steps: Sequence[float], surprisal: Sequence[float | None], thres
     if fit is None or not (fit.initial > fit.final and fit.r2 >= MIN_SIGMOID_R2):
         return by_threshold
     x, _ = _scored(steps, surprisal)
-    if not (x[0] <= fit.midpoint_step <= x[-1]):
+    # a midpoint on the edge of the evaluated steps means the fall lies outside them: no age from the fit
+    if not (math.log10(x[0]) < fit.midpoint < math.log10(x[-1])):
         return by_threshold
     return Acquisition(ACQUIRED, fit.midpoint_step, "sigmoid")
 
