@@ -236,6 +236,25 @@ def test_config_takes_trl_names_and_defaults():
     assert config.max_grad_norm is None and config.kl_reference == "initial_student"
     assert config.distill_coef == 0 and not config.use_teacher_demos and not config.needs_teacher
     assert isinstance(config, CustomPPOConfig) and PPOConfig().report_to == "none"
+    changed = config.replace(batch_size=4, mini_batch_size=4)
+    assert changed.model_name == "my-model" and changed.batch_size == 4 and changed.report_to == "tensorboard"
+
+
+def test_given_optimizer_and_scheduler_step_as_in_trl(gpt2_folder, tmp_path):
+    """The optimizer passed in is the one stepped; the scheduler advances once per step() call."""
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(gpt2_folder)
+    model = AutoModelForCausalLMWithValueHead.from_pretrained(gpt2_folder)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: 0.5**k)
+    config = PPOConfig(batch_size=2, mini_batch_size=1, ppo_epochs=2, output_dir=str(tmp_path))
+    trainer = PPOTrainer(config, model, None, tokenizer, optimizer=optimizer, lr_scheduler=scheduler)
+    query = torch.tensor(tokenizer.encode("the movie"))
+    rates = []
+    for _ in range(2):
+        responses = trainer.generate([query, query], return_prompt=False, max_new_tokens=3, min_new_tokens=3)
+        rates.append(trainer.step([query, query], responses, [1.0, 0.0])["ppo/learning_rate"])
+    assert rates == pytest.approx([0.1, 0.05])  # 4 updates per step, one scheduler step per step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.025)
 
 
 @pytest.mark.parametrize(

@@ -128,6 +128,11 @@ class PPOConfig(CustomPPOConfig):
             setattr(self, name, value)
         self.remove_unused_columns = remove_unused_columns
 
+    def replace(self, **changes: Any) -> "PPOConfig":
+        """A copy with some options changed (validated); the labels and remove_unused_columns carry over."""
+        kept = {name: getattr(self, name) for name in (*LABELS, "remove_unused_columns") if name not in changes}
+        return type(self)(**{**self.to_dict(), **kept, **changes})
+
 
 class AutoModelForCausalLMWithValueHead(StudentModel):
     """A causal LM with a value head: TRL's class name, tnd_core's StudentModel.
