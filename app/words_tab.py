@@ -25,6 +25,7 @@ from tnd_core import runs
 from tnd_core.evaluation.acquisition import ACQUIRED, KNOWN_AT_START, METHODS, NOT_ACQUIRED, UNSCORED
 
 REFRESH_S = 5.0
+DISPLAY_DECIMALS = {"age_step": 1, "age_tokens": 0, "first_surprisal": 3, "last_surprisal": 3}
 CSV_KEEP_S = 3600.0
 UNSCORED_SHOWN = 40
 NO_RECORD = (
@@ -164,7 +165,7 @@ def build(ctx: AppContext) -> None:
             gr.update(choices=choices, value=keep),
             wp.curves_figure(run, keep, axis),
             wp.heatmap_figure(run, choices),
-            shown,
+            shown.round(DISPLAY_DECIMALS),  # the CSV exports keep every digit
         ]
 
     def draw_scatter(name: str | None, other: str | None, how: str, chosen_set: str, axis: str):
