@@ -8,7 +8,7 @@ TND_HOSTED=1 (TND_HOSTED=0 turns it off on a private Space). In hosted mode a vi
 - models come from the bundle, the Hub (downloaded as safetensors, never as a local path) or folders
   inside the app's data root; prompts likewise, plus the files this browser session uploaded. Any
   other value gets one refusal whose wording never depends on whether a path exists;
-- `output_dir` is a run name: the run lives in `<data root>/runs/<name>`, nothing is written or
+- `output_dir` is a run name: the run lives in `<runs root>/<name>` (`runs_root`), nothing is written or
   deleted outside it, and a run name belongs to the session that made it;
 - work is bounded by `LIMITS`, each raised by the host through its environment variable;
 - messages never show server paths (`redact`).
