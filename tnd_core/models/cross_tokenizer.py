@@ -1,5 +1,6 @@
 """A teacher with another tokenizer seen through the student's vocabulary, for logit distillation
-(`cross_tokenizer_distill=uld`, docs/ALGORITHM.md, "Distillation across tokenizers").
+(`cross_tokenizer_distill=uld`; docs/ALGORITHM.md, "Epochs and mini-batches", its bullet on distillation
+across tokenizers).
 
 The text of each sample is re-tokenised with the teacher's tokenizer; the teacher's next-token
 distribution at its j-th response token is matched with the student's at the student's j-th response
