@@ -53,9 +53,10 @@ OPTIMIZER_STATES = {
 # width f: layer-norm inputs and outputs (4h), q, k, v and the attention output (4h), the two residual
 # sums (2h), the MLP's input, inner activations and their nonlinearity (2f, 3f for gated MLPs).
 ACTIVATION_H, ACTIVATION_F, ACTIVATION_F_GATED = 10, 2, 3
-# Copies of the response logits [mini-batch, R, V] alive during one update: the logits, their tempered copy,
-# log-softmax; distillation adds the student's and teacher's log-probabilities and their product.
-LOGIT_COPIES, LOGIT_COPIES_DISTILL = 3, 6
+# Copies of the response logits [samples, R, V] alive at once in a pass: the logits and their tempered copy, the
+# reference's and its tempered copy, log-softmax; with a teacher, its logits and the divergence's two
+# log-probabilities, the probabilities and their difference (tnd_core.divergence): 9 in all, 4 without.
+LOGIT_COPIES, LOGIT_COPIES_TEACHER = 4, 9
 # CUDA context and the library's kernels' workspace, outside what torch allocates for tensors.
 CUDA_RUNTIME_BYTES = int(0.6 * GB)
 
@@ -312,7 +313,7 @@ def plan_memory(
     mini = config.mini_batch_size
     distill = teacher is not None and config.distill_coef > 0
     kept_teacher_logits = samples * responses * student.vocab * frozen_bytes if distill else 0
-    logit_copies = LOGIT_COPIES_DISTILL if distill else LOGIT_COPIES
+    logit_copies = LOGIT_COPIES_TEACHER if teacher is not None else LOGIT_COPIES
     update = (
         _activation_bytes(student, mini, length, config.gradient_checkpointing, act_bytes)
         + logit_copies * mini * responses * student.vocab * 4
@@ -322,7 +323,7 @@ def plan_memory(
     no_grad_pass = (
         (student.layers + 1) * chunk * length * student.hidden * act_bytes
         + logit_copies * chunk * responses * student.vocab * 4
-        + kept_teacher_logits
+        + kept_teacher_logits * (samples - chunk) / samples  # the earlier chunks' (this one's is among the copies)
     )
     generators = [(student, p_bytes)] + ([(teacher, frozen_bytes)] if teacher else [])
     generation = max(
