@@ -116,7 +116,7 @@ def build_app(ctx: AppContext | None = None) -> tuple[gr.Blocks, Form]:
             with gr.Tab("Words", id="words"):
                 words_tab.build(ctx)
             with gr.Tab("Compare", id="compare"):
-                compare_tab.build(ctx, form)
+                compare_tab.build(ctx, form, owner)
             with gr.Tab("Export", id="export"):
                 export_tab.build(ctx, form)
 
