@@ -118,7 +118,8 @@ def soak(minutes: float, warmup_minutes: float, sample_s: float, apps: dict[str,
         stack.callback(browser.close)
         for name, app in apps.items():
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tnd-soak-")))
-            url = stack.enter_context(running_app(workdir, env=app.env, app_file=app.app_file))
+            env = {"TND_RUNS_ROOT": str(workdir / "runs"), **app.env}
+            url = stack.enter_context(running_app(workdir, env=env, app_file=app.app_file))
             page = open_train_tab(browser, url)
             watched.append(Watched(name, url, server_pid(url), page, Client(url, verbose=False)))
         for app in watched:

@@ -24,8 +24,8 @@ def app(tiny_bundle, tmp_path_factory):
     from gradio_client import Client
 
     workdir = tmp_path_factory.mktemp("api")
-    with running_app(workdir) as url:
-        yield Client(url, verbose=False), workdir
+    with running_app(workdir, env={"TND_RUNS_ROOT": str(workdir / "runs")}) as url:
+        yield Client(url, verbose=False), workdir / "runs"
 
 
 def test_bad_configs_are_refused_in_words(app):
@@ -42,7 +42,7 @@ def test_bad_configs_are_refused_in_words(app):
 
 
 def test_owner_controls_a_real_run_others_cannot(app):
-    client, workdir = app
+    client, runs_root = app
     assert client.predict("alice", RUN, api_name="/start_training").startswith("started: 400 steps")
     first = wait_for(client, lambda s: s["logged_steps"] >= 2, 180, "two logged steps")
     for key in ("env/reward_mean", "objective/kl", "objective/kl_coef", "ppo/loss/total", "distill/teacher_student_kl"):
@@ -75,9 +75,9 @@ def test_owner_controls_a_real_run_others_cannot(app):
     assert client.predict("alice", api_name="/stop_training") == "stop requested"
     stopped = wait_for(client, lambda s: s["state"] == "stopped", 120, "the stop")
     assert 0 < stopped["step"] < 400
-    assert stopped["checkpoint"] and (workdir / "api-run").is_dir()
-    assert any((workdir / "api-run").glob("checkpoint-*")), "Stop writes a checkpoint"
-    assert "train.log" in {p.name for p in (workdir / "api-run").iterdir()}
+    assert stopped["checkpoint"] and (runs_root / "api-run").is_dir()
+    assert any((runs_root / "api-run").glob("checkpoint-*")), "Stop writes a checkpoint"
+    assert "train.log" in {p.name for p in (runs_root / "api-run").iterdir()}
 
 
 def test_uploaded_prompt_files_are_previewed_or_refused_with_the_line(app, tmp_path):

@@ -69,5 +69,12 @@ def test_valid_small_runs_start_and_run_names_stay_with_their_session(hosted_ctx
     ctx, _ = hosted_ctx
     for text in ("", "steps: 5", "output_dir: /etc", "output_dir: ../../x\nseed: 4294967295", "steps: 2000"):
         assert start(ctx, "alice", text) == "started", text
-    assert start(ctx, "a" * 300, "output_dir: etc") == "refused"  # alice's run name
+    alices = ctx.policy.runs_root / "etc"
+    owner_marker = sorted(p.read_bytes() for p in alices.glob(".tnd-*"))
+    assert owner_marker, "alice's run folder has its owner marker"
+    # another session asking for alice's run name gets a fresh run beside it; alice's stays hers
+    assert start(ctx, "a" * 300, "output_dir: etc") == "started"
+    theirs = Path(ctx.runner.store.snapshot().config.output_dir)
+    assert theirs != alices and theirs.parent == ctx.policy.runs_root
+    assert sorted(p.read_bytes() for p in alices.glob(".tnd-*")) == owner_marker
     assert start(ctx, "bob", "output_dir: bobs") == "started"

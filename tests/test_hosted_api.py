@@ -36,6 +36,7 @@ def hosted_app(tiny_bundle, tmp_path_factory):
     secret.write_text("HF_TOKEN=hf_not_for_strangers\n")
     env = {
         "TND_DATA_ROOT": str(data_root),
+        "TND_RUNS_ROOT": str(data_root / "runs"),  # the test session's own root would win otherwise
         "TND_MAX_COMPARE_PER_MINUTE": "3",
         "TND_MAX_UPLOAD_MB": "1",
         "TND_MAX_UPLOADS_PER_SESSION": "3",

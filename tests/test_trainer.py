@@ -20,7 +20,7 @@ from tnd_core.trainers import CustomPPOTrainer
 from tnd_core.trainers.ppo_trainer import checkpoint
 
 # A PPO step with a teacher and demos reports every statistic tnd_core.stats names, except the CLM steps' loss.
-PPO_STEP_STATS = set(S.DESCRIPTIONS) - {S.CLM_LOSS}
+PPO_STEP_STATS = set(S.DESCRIPTIONS) - {S.CLM_LOSS} - S.RUN_TOTALS
 
 
 class Recorder:

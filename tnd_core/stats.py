@@ -77,6 +77,8 @@ TOKENS_SEEN = _stat(
     "tokens/student_seen",
     "Response tokens (trials and demos) the student trained on in PPO steps up to this step; CLM steps not counted.",
 )
+# Not in a step's StepEvent.stats: the metrics log adds them to each row.
+RUN_TOTALS = frozenset({WALL_CLOCK, TOKENS_SEEN})
 
 # The per-mini-batch statistics of the PPO update, in the order the update packs them.
 MINIBATCH = (

@@ -81,7 +81,8 @@ def wait_until(predicate, timeout_s, what):
 
 def pick(page, elem_id, name):
     page.locator(f"#{elem_id} input").click()
-    page.get_by_role("option", name=name, exact=True).click()
+    # both run pickers list the same runs: take the option of the one just opened
+    page.locator(f"#{elem_id}").get_by_role("option", name=name, exact=True).click()
 
 
 def test_words_tab_on_two_finished_runs(browser, runs_root, tmp_path_factory):
